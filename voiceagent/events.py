@@ -1,0 +1,166 @@
+"""Session events: typed wire messages an application subscribes to (and the JSONL log).
+
+Every event carries ``ts`` on the session clock. The same models go to the event log, to a
+browser's data channel and to in-process subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TextIO
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+log = logging.getLogger(__name__)
+
+
+class Event(BaseModel):
+    type: str
+    ts: float = 0.0
+    session_id: str = ""
+
+
+class SessionStateEvent(Event):
+    type: Literal["session"] = "session"
+    state: Literal["started", "ended"]
+    reason: str = ""
+
+
+class UserSpeakingEvent(Event):
+    type: Literal["user_speaking"] = "user_speaking"
+    speaking: bool
+
+
+class UserTranscriptEvent(Event):
+    type: Literal["user_transcript"] = "user_transcript"
+    text: str
+    final: bool
+    stable: str = ""
+    turn_id: int
+
+
+class UserTurnEvent(Event):
+    """The endpointer decided the user finished a turn."""
+
+    type: Literal["user_turn"] = "user_turn"
+    text: str
+    turn_id: int
+
+
+class AgentStateEvent(Event):
+    type: Literal["agent_state"] = "agent_state"
+    state: Literal["listening", "thinking", "speaking"]
+
+
+class AgentTextEvent(Event):
+    """Agent text: each spoken chunk (``final=False``) and the whole reply (``final=True``)."""
+
+    type: Literal["agent_text"] = "agent_text"
+    text: str
+    final: bool
+    turn_id: int
+    interrupted: bool = False
+
+
+class ToolCallEvent(Event):
+    type: Literal["tool_call"] = "tool_call"
+    name: str
+    arguments: str
+    result: str
+    error: bool = False
+    turn_id: int
+
+
+class TurnMetrics(BaseModel):
+    """Per-turn latencies in seconds; None where a stage did not happen."""
+
+    turn_id: int
+    #: end of user speech -> final transcript available
+    stt_final: float | None = None
+    #: end of user speech -> the endpointer's end-of-turn decision
+    end_of_turn: float | None = None
+    #: LLM request -> first token
+    llm_ttft: float | None = None
+    #: first text chunk sent to TTS -> its first audio
+    tts_ttfa: float | None = None
+    #: end of user speech -> first agent audio played out
+    voice_to_voice: float | None = None
+
+
+class MetricsEvent(Event):
+    type: Literal["metrics"] = "metrics"
+    metrics: TurnMetrics
+
+
+class ErrorEvent(Event):
+    type: Literal["error"] = "error"
+    source: str
+    message: str
+    fatal: bool = False
+
+
+AnyEvent = Annotated[
+    SessionStateEvent | UserSpeakingEvent | UserTranscriptEvent | UserTurnEvent
+    | AgentStateEvent | AgentTextEvent | ToolCallEvent | MetricsEvent | ErrorEvent,
+    Field(discriminator="type"),
+]
+event_adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+Subscriber = Callable[[Event], Any]
+
+
+class EventBus:
+    """Fan events out to callbacks; a failing subscriber is logged, never fatal."""
+
+    def __init__(self, session_id: str = "") -> None:
+        self.session_id = session_id
+        self._subscribers: list[tuple[str | None, Subscriber]] = []
+
+    def subscribe(self, callback: Subscriber, type: str | None = None) -> Callable[[], None]:
+        entry = (type, callback)
+        self._subscribers.append(entry)
+        return lambda: self._subscribers.remove(entry) if entry in self._subscribers else None
+
+    def emit(self, event: Event) -> None:
+        if not event.session_id:
+            event.session_id = self.session_id
+        for wanted, callback in list(self._subscribers):
+            if wanted is not None and wanted != event.type:
+                continue
+            try:
+                result = callback(event)
+                if asyncio.iscoroutine(result):
+                    asyncio.ensure_future(result).add_done_callback(_log_failure)
+            except Exception:
+                log.exception("event subscriber failed on %s", event.type)
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("async event subscriber failed", exc_info=task.exception())
+
+
+class JsonlEventWriter:
+    """Appends each event as one JSON line; usable as an EventBus subscriber."""
+
+    def __init__(self, target: str | Path | TextIO) -> None:
+        self._own = not hasattr(target, "write")
+        self._file: TextIO = open(target, "a", encoding="utf-8") if self._own else target  # type: ignore[arg-type, assignment]
+
+    def __call__(self, event: Event) -> None:
+        self._file.write(json.dumps(event.model_dump(mode="json")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._own:
+            self._file.close()
+
+    def __enter__(self) -> JsonlEventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The stages of an agent session, one module each."""

@@ -1,0 +1,109 @@
+"""The agent's reply: the conversation plus the user's turn go to the LLM; tokens stream on.
+
+Tool calls run between LLM rounds and their results go back to the model; they belong to the
+generation that asked for them, so an interruption (which cancels this node's work) cancels
+them too. A failing or silent LLM ends the reply with an error event and, if configured, a
+short spoken apology: the session carries on listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ..agent import Agent
+from ..backends import LLM, ChatMessage, ToolCall
+from ..context import ChatContext
+from ..errors import BackendError
+from ..events import AgentTextEvent, ToolCallEvent
+from ..frames import DataFrame, LLMTextFrame, ReplyEnd, ReplyTruncatedFrame, SystemFrame, UserTurnFrame
+from ..graph import Node
+from ..runtime import SessionRuntime
+
+
+class LLMNode(Node):
+    def __init__(self, llm: LLM, agent: Agent, context: ChatContext,
+                 runtime: SessionRuntime) -> None:
+        super().__init__("llm")
+        self._llm = llm
+        self._agent = agent
+        self._opts = agent.options
+        self.context = context
+        self._rt = runtime
+        self._replies: dict[int, ChatMessage] = {}  # turn -> its assistant message
+
+    async def process(self, frame: DataFrame) -> None:
+        if not isinstance(frame, UserTurnFrame):
+            await self.emit(frame)
+            return
+        turn = frame.turn_id
+        self._rt.set_agent_state("thinking", frame.ts)
+        self.context.add(ChatMessage("user", frame.text))
+        reply = ChatMessage("assistant", "")
+        try:
+            await self._generate(turn, reply)
+        except (BackendError, TimeoutError) as exc:
+            await self.report_error(exc if isinstance(exc, BackendError)
+                                    else BackendError("the LLM timed out"))
+            if not reply.content and self._opts.error_reply:
+                await self._say(turn, reply, self._opts.error_reply)
+        finally:
+            # Only replies still playing can be truncated; older ones need no tracking.
+            for old in [t for t in self._replies if t < turn - 2]:
+                del self._replies[old]
+        self._rt.events.emit(AgentTextEvent(ts=self._rt.clock.now(), text=reply.content,
+                                            final=True, turn_id=turn))
+        await self.emit(ReplyEnd(ts=self._rt.clock.now(), turn_id=turn, text=reply.content))
+
+    async def _generate(self, turn: int, reply: ChatMessage) -> None:
+        tools = [t.schema for t in self._agent.tools]
+        self._rt.metrics.mark(turn, "llm_request", self._rt.clock.now())
+        for round_ in range(self._opts.max_tool_rounds + 1):
+            calls: list[ToolCall] = []
+            offered = tools if round_ < self._opts.max_tool_rounds else []
+            stream = self._llm.chat(self.context.messages(), offered)
+            async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                while True:
+                    try:
+                        async with asyncio.timeout(self._opts.llm_timeout):
+                            delta = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    if delta.tool_call is not None:
+                        calls.append(delta.tool_call)
+                    elif delta.text:
+                        await self._say(turn, reply, delta.text)
+            if not calls:
+                return
+            self.context.add(ChatMessage("assistant", "", tool_calls=calls))
+            for call in calls:
+                await self._run_tool(turn, call)
+
+    async def _say(self, turn: int, reply: ChatMessage, text: str) -> None:
+        now = self._rt.clock.now()
+        self._rt.metrics.mark(turn, "llm_first_token", now)
+        if turn not in self._replies:
+            self._replies[turn] = reply
+            self.context.add(reply)
+        reply.content += text
+        await self.emit(LLMTextFrame(ts=now, text=text, turn_id=turn))
+
+    async def _run_tool(self, turn: int, call: ToolCall) -> None:
+        tool = self._agent.tool(call.name)
+        if tool is None:
+            result, error = f"Error: there is no tool named {call.name!r}", True
+        else:
+            result, error = await tool.invoke(call.arguments, self._opts.tool_timeout)
+        self._rt.events.emit(ToolCallEvent(ts=self._rt.clock.now(), name=call.name,
+                                           arguments=call.arguments, result=result,
+                                           error=error, turn_id=turn))
+        self.context.add(ChatMessage("tool", result, tool_call_id=call.id, name=call.name))
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, ReplyTruncatedFrame):
+            reply = self._replies.get(frame.turn_id)
+            if reply is not None:
+                reply.content = frame.heard_text
+                if not reply.content:
+                    self.context.remove(reply)
+

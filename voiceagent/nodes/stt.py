@@ -1,0 +1,93 @@
+"""Streaming speech-to-text: feeds the user's speech to an STT stream, emits transcripts.
+
+Only speech reaches the recogniser (plus a little audio from before the VAD was sure, so the
+first syllable survives): Whisper-style models invent words in silence. When the user pauses
+the stream decodes at once, so the final transcript is usually ready by the time the
+endpointer declares the turn over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import numpy as np
+
+from ..agent import EndpointingOptions
+from ..backends import STT, Transcript
+from ..events import UserTranscriptEvent
+from ..frames import (
+    AudioFrame,
+    DataFrame,
+    EndOfTurnFrame,
+    SpeechStarted,
+    SpeechStopped,
+    SystemFrame,
+    TranscriptFrame,
+)
+from ..graph import Node
+from ..runtime import SessionRuntime
+
+
+class STTNode(Node):
+    def __init__(self, stt: STT, options: EndpointingOptions, runtime: SessionRuntime) -> None:
+        super().__init__("stt")
+        self._stream = stt.stream()
+        self._rt = runtime
+        self._lock = asyncio.Lock()  # finish() runs from a system frame, beside push()
+        self._in_speech = False
+        self._recent: deque[AudioFrame] = deque()  # audio before speech was confirmed
+        self._pre_roll = options.pre_roll
+        self._keep = options.pre_roll + options.min_speech
+        self._turn_id = 1
+
+    async def process(self, frame: DataFrame) -> None:
+        if isinstance(frame, AudioFrame):
+            if self._in_speech:
+                await self._push(frame.samples)
+            else:
+                self._recent.append(frame)
+                while self._recent and frame.ts - self._recent[0].ts > self._keep:
+                    self._recent.popleft()
+        elif isinstance(frame, SpeechStarted):
+            self._in_speech = True
+            earliest = frame.ts - self._pre_roll
+            backlog = [f.samples for f in self._recent if f.ts + f.duration > earliest]
+            self._recent.clear()
+            if backlog:
+                await self._push(np.concatenate(backlog))
+        elif isinstance(frame, SpeechStopped):
+            self._in_speech = False
+            async with self._lock:
+                result = await self._stream.pause()
+            await self._publish(result, final=False, turn_id=self._turn_id)
+        await self.emit(frame)
+
+    async def _push(self, samples: np.ndarray) -> None:
+        async with self._lock:
+            result = await self._stream.push(samples)
+        await self._publish(result, final=False, turn_id=self._turn_id)
+
+    async def _publish(self, result: Transcript | None, *, final: bool, turn_id: int) -> None:
+        if result is None:
+            return
+        text = result.text.strip()
+        frame = TranscriptFrame(ts=self._rt.clock.now(), text=text, final=final,
+                                stable=text if final else result.stable.strip(), turn_id=turn_id)
+        self._rt.events.emit(UserTranscriptEvent(ts=frame.ts, text=text, final=final,
+                                                 stable=frame.stable, turn_id=turn_id))
+        if final:
+            self._rt.metrics.mark(turn_id, "stt_final", frame.ts)
+        await self.emit(frame)
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, EndOfTurnFrame):
+            # Everything the endpointer judged has already passed through here, so the
+            # stream holds the whole turn; audio still queued belongs to what comes next.
+            async with self._lock:
+                result = await self._stream.finish()
+            self._turn_id = frame.turn_id + 1
+            await self._publish(result, final=True, turn_id=frame.turn_id)
+
+    async def on_stop(self) -> None:
+        await self._stream.aclose()

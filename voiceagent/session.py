@@ -1,0 +1,123 @@
+"""One conversation: an agent, a transport, and the graph between them.
+
+::
+
+    input ─► VAD ─► STT ─► endpointer ─► LLM ─► chunker ─► TTS ─► output (playout clock)
+
+The backends are the agent's (resolved through the registry, so shared by every session in
+the process); everything else is this session's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+from . import registry
+from .agent import Agent
+from .clock import SessionClock
+from .context import ChatContext
+from .events import ErrorEvent, EventBus, SessionStateEvent
+from .frames import ErrorFrame, InterruptionFrame
+from .graph import Graph, Node
+from .metrics import MetricsTracker
+from .nodes.endpointer import EndpointerNode
+from .nodes.llm import LLMNode
+from .nodes.speech import ChunkerNode, TTSNode
+from .nodes.stt import STTNode
+from .nodes.vad import VADNode
+from .runtime import SessionRuntime
+from .transports.base import AudioSinkNode
+
+log = logging.getLogger(__name__)
+
+
+def resolve_backends(agent: Agent) -> dict[str, object]:
+    """The agent's backends, loaded (once per process) through the registry."""
+    return {kind: registry.resolve(kind, spec, **agent.backend_options[kind])  # type: ignore[arg-type]
+            for kind, spec in agent.backends.items()}
+
+
+class AgentSession:
+    """Build with the transport's nodes, then ``await session.run()`` (or start/stop).
+
+    ``make_input`` and ``make_output`` receive the session's runtime (clock, events) and
+    return the transport's source and sink nodes.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        make_input: Callable[[SessionRuntime], Node],
+        make_output: Callable[[SessionRuntime], AudioSinkNode],
+        *,
+        clock: SessionClock | None = None,
+        session_id: str | None = None,
+        backends: dict[str, object] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.id = session_id or uuid.uuid4().hex[:12]
+        self.events = EventBus(self.id)
+        self.runtime = SessionRuntime(session_id=self.id, clock=clock or SessionClock(),
+                                      events=self.events, metrics=MetricsTracker(self.events))
+        b = backends or resolve_backends(agent)
+        opts = agent.options
+        self.context = ChatContext(agent.instructions, opts.max_history)
+        rt = self.runtime
+        self.input = make_input(rt)
+        self.output = make_output(rt)
+        self.graph = Graph(f"session-{self.id}")
+        self.graph.chain(
+            self.input,
+            VADNode(b["vad"], opts.endpointing, rt),  # type: ignore[arg-type]
+            STTNode(b["stt"], opts.endpointing, rt),  # type: ignore[arg-type]
+            EndpointerNode(opts.endpointing, rt),
+            LLMNode(b["llm"], agent, self.context, rt),  # type: ignore[arg-type]
+            ChunkerNode(opts, rt),
+            TTSNode(b["tts"], opts, rt),  # type: ignore[arg-type]
+            self.output,
+        )
+        self.graph.on_error(self._on_error)
+        self._ended = False
+
+    def _on_error(self, frame: ErrorFrame) -> None:
+        self.events.emit(ErrorEvent(ts=self.runtime.clock.now(), source=frame.source,
+                                    message=frame.message, fatal=frame.fatal))
+
+    async def start(self) -> None:
+        await self.graph.start()
+        self.events.emit(SessionStateEvent(ts=self.runtime.clock.now(), state="started"))
+
+    async def interrupt(self, reason: str = "interrupted by the application") -> None:
+        """Stop the agent talking now (the reply is cut to what was heard)."""
+        await self.graph.broadcast(InterruptionFrame(ts=self.runtime.clock.now(), reason=reason))
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Until the input ends and the graph drains (or a fatal error)."""
+        return await self.graph.wait(timeout)
+
+    async def stop(self, *, graceful: bool = False, reason: str = "") -> None:
+        """End the session; afterwards none of its tasks is left."""
+        if self._ended:
+            return
+        self._ended = True
+        await self.graph.stop(graceful=graceful)
+        fatal = self.graph.fatal_error
+        self.events.emit(SessionStateEvent(
+            ts=self.runtime.clock.now(), state="ended",
+            reason=reason or (f"error: {fatal.message}" if fatal else "completed")))
+
+    async def run(self, timeout: float | None = None) -> None:
+        await self.start()
+        try:
+            await self.wait(timeout)
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> AgentSession:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

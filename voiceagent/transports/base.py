@@ -1,0 +1,131 @@
+"""Base nodes for transports: an audio source and a paced audio sink with a playout clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from ..audio import StreamResampler
+from ..events import AgentTextEvent
+from ..frames import (
+    AgentAudioFrame,
+    DataFrame,
+    EndFrame,
+    InterruptionFrame,
+    ReplyEnd,
+    ReplyTruncatedFrame,
+    SystemFrame,
+)
+from ..graph import Node
+from ..playout import PlayoutBuffer
+from ..runtime import SessionRuntime
+
+FRAME_SECONDS = 0.02
+
+
+class AudioSourceNode(Node):
+    """A source whose :meth:`produce` task emits 16 kHz audio frames, then ends the graph."""
+
+    def __init__(self, runtime: SessionRuntime, name: str = "input") -> None:
+        super().__init__(name)
+        self.runtime = runtime
+
+    async def produce(self) -> None:
+        raise NotImplementedError
+
+    async def on_start(self) -> None:
+        self.spawn(self._produce_then_end(), "produce")
+
+    async def _produce_then_end(self) -> None:
+        try:
+            await self.produce()
+        except Exception as exc:
+            await self.report_error(exc, fatal=True)
+        await self.inbox.put(EndFrame(ts=self.runtime.clock.now()))
+
+
+class AudioSinkNode(Node):
+    """Plays agent audio at ``rate``: converts it once, queues it in a playout buffer and
+    hands out fixed frames at the pace they are heard. Knows what was heard when a reply is
+    interrupted, and reports first audio out for the metrics.
+
+    Push sinks (a file, a sound card) set ``paced=True`` and implement :meth:`write`; pull
+    sinks (a WebRTC track) call :meth:`next_frame` themselves.
+    """
+
+    paced = False
+
+    def __init__(self, rate: int, runtime: SessionRuntime, name: str = "output") -> None:
+        super().__init__(name)
+        self.rate = rate
+        self.runtime = runtime
+        self.buffer = PlayoutBuffer(rate)
+        self.frame_samples = round(rate * FRAME_SECONDS)
+        self._resampler: StreamResampler | None = None
+
+    async def write(self, samples: np.ndarray, ts: float) -> None:
+        raise NotImplementedError
+
+    async def on_start(self) -> None:
+        if self.paced:
+            self.spawn(self._pace(), "playout")
+
+    async def process(self, frame: DataFrame) -> None:
+        if isinstance(frame, AgentAudioFrame):
+            if frame.turn_id not in self.runtime.active_replies:
+                return  # a reply that was interrupted while this was in flight
+            if self._resampler is None or self._resampler.src_rate != frame.sample_rate:
+                self._resampler = StreamResampler(frame.sample_rate, self.rate)
+            samples = self._resampler(frame.samples, last=frame.chunk_end)
+            if frame.chunk_end:
+                self._resampler = None
+            self.buffer.add_audio(samples, frame.turn_id, frame.text, frame.chunk_end)
+        elif isinstance(frame, ReplyEnd):
+            self.buffer.add_end(frame.turn_id)
+
+    async def next_frame(self, ts: float) -> np.ndarray:
+        """The frame heard at ``ts``; playout bookkeeping happens here."""
+        samples, events = self.buffer.read(self.frame_samples)
+        rt = self.runtime
+        for event in events:
+            if event.kind == "started":
+                rt.metrics.mark(event.turn_id, "first_audio_out", ts)
+                rt.set_agent_state("speaking", ts)
+            elif event.turn_id in rt.active_replies:
+                rt.active_replies.discard(event.turn_id)
+                rt.metrics.finish(event.turn_id)
+                if not rt.active_replies:
+                    rt.set_agent_state("listening", ts)
+        return samples
+
+    async def _pace(self) -> None:
+        clock = self.runtime.clock
+        t = 0.0
+        while True:
+            await clock.sleep_until(t)
+            await self.write(await self.next_frame(t), t)
+            t += FRAME_SECONDS
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        if not isinstance(frame, InterruptionFrame):
+            return
+        rt = self.runtime
+        affected = {t for t in rt.active_replies if frame.affects(t)}
+        for turn in sorted(affected):
+            heard = self.buffer.heard_text(turn)
+            await self.broadcast(ReplyTruncatedFrame(ts=frame.ts, turn_id=turn, heard_text=heard))
+            rt.events.emit(AgentTextEvent(ts=frame.ts, text=heard, final=True, turn_id=turn,
+                                          interrupted=True))
+            rt.metrics.finish(turn)
+        self.buffer.drop(affected)
+        self._resampler = None
+        rt.active_replies.difference_update(affected)
+        if not rt.active_replies:
+            rt.set_agent_state("listening", frame.ts)
+
+    async def on_end(self) -> None:
+        """Let queued speech finish playing before the session ends."""
+        if self.paced:
+            while self.buffer.queued_samples and self.runtime.active_replies:
+                await asyncio.sleep(FRAME_SECONDS)
