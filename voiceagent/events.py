@@ -128,6 +128,7 @@ class EventBus:
     def emit(self, event: Event) -> None:
         if not event.session_id:
             event.session_id = self.session_id
+        event.ts = round(event.ts, 4)
         for wanted, callback in list(self._subscribers):
             if wanted is not None and wanted != event.type:
                 continue

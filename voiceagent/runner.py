@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .agent import Agent
+from .backends import ChatMessage
 from .audio import load_audio
 from .clock import SessionClock
 from .events import (
@@ -32,6 +33,7 @@ class FileRunResult:
     rate: int
     events: list[Event] = field(default_factory=list)
     fatal_error: str | None = None
+    history: list[ChatMessage] = field(default_factory=list)  # the conversation at the end
 
     @property
     def metrics(self) -> list[TurnMetrics]:
@@ -68,7 +70,8 @@ async def converse_with_file(
     if len(audio) < len(samples):
         audio = np.pad(audio, (0, len(samples) - len(audio)))
     fatal = session.graph.fatal_error
-    return FileRunResult(audio, output.rate, events, fatal.message if fatal else None)
+    return FileRunResult(audio, output.rate, events, fatal.message if fatal else None,
+                         list(session.context.history))
 
 
 def console_printer(event: Event) -> None:
@@ -76,8 +79,11 @@ def console_printer(event: Event) -> None:
     if isinstance(event, UserTranscriptEvent) and event.final and event.text:
         print(f"[{event.ts:6.2f}] user:  {event.text}")
     elif isinstance(event, AgentTextEvent) and event.final:
-        tag = " (interrupted)" if event.interrupted else ""
-        print(f"[{event.ts:6.2f}] agent: {event.text}{tag}")
+        if event.interrupted:
+            said = f"{event.text} [interrupted]" if event.text else "[interrupted before speaking]"
+        else:
+            said = event.text
+        print(f"[{event.ts:6.2f}] agent: {said}")
     elif isinstance(event, ToolCallEvent):
         print(f"[{event.ts:6.2f}] tool:  {event.name}({event.arguments}) -> {event.result}")
     elif isinstance(event, MetricsEvent):

@@ -7,6 +7,7 @@ when the consumer goes away (an interruption, a closed session).
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import threading
@@ -45,6 +46,9 @@ class LlamaCppLLM:
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
                                    chat_format=chat_format, seed=seed, verbose=False)
         self._lock = threading.Lock()
+        # Free the model before interpreter teardown: llama-cpp-python's own __del__ then
+        # finds its C bindings gone and prints a traceback at exit.
+        atexit.register(self.llm.close)
 
     def _generate(self, messages: list[dict[str, Any]],
                   tools: Sequence[dict[str, Any]]) -> Iterator[LLMDelta]:

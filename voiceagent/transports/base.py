@@ -6,10 +6,11 @@ import asyncio
 
 import numpy as np
 
-from ..audio import StreamResampler
+from ..audio import PIPELINE_RATE, StreamResampler
 from ..events import AgentTextEvent
 from ..frames import (
     AgentAudioFrame,
+    AudioFrame,
     DataFrame,
     EndFrame,
     InterruptionFrame,
@@ -30,9 +31,21 @@ class AudioSourceNode(Node):
     def __init__(self, runtime: SessionRuntime, name: str = "input") -> None:
         super().__init__(name)
         self.runtime = runtime
+        self._bad_samples = 0
 
     async def produce(self) -> None:
         raise NotImplementedError
+
+    async def emit_audio(self, samples: np.ndarray, ts: float) -> None:
+        """Send 16 kHz mono float32 on; NaN/inf samples become silence, reported once."""
+        bad = ~np.isfinite(samples)
+        if bad.any():
+            samples = np.where(bad, 0.0, samples).astype(np.float32)
+            if not self._bad_samples:
+                await self.report_error(f"input audio has NaN or infinite samples at {ts:.2f} s;"
+                                        " they are replaced with silence")
+            self._bad_samples += int(bad.sum())
+        await self.emit(AudioFrame(ts=ts, samples=samples, sample_rate=PIPELINE_RATE))
 
     async def on_start(self) -> None:
         self.spawn(self._produce_then_end(), "produce")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..audio import PIPELINE_RATE
-from ..frames import AudioFrame
 from ..runtime import SessionRuntime
 from .base import FRAME_SECONDS, AudioSinkNode, AudioSourceNode
 
@@ -33,14 +32,14 @@ class FileAudioInput(AudioSourceNode):
             if len(piece) < step:
                 piece = np.pad(piece, (0, step - len(piece)))
             await clock.sleep_until(t)
-            await self.emit(AudioFrame(ts=t, samples=piece, sample_rate=PIPELINE_RATE))
+            await self.emit_audio(piece, t)
             t += FRAME_SECONDS
         # An open microphone after the recording: silence until the agent is done.
         silence = np.zeros(step, dtype=np.float32)
         end, idle_since = t, None
         while t - end < self.max_tail:
             await clock.sleep_until(t)
-            await self.emit(AudioFrame(ts=t, samples=silence, sample_rate=PIPELINE_RATE))
+            await self.emit_audio(silence, t)
             t += FRAME_SECONDS
             if self.runtime.idle and self.runtime.agent_state == "listening":
                 idle_since = t if idle_since is None else idle_since

@@ -1,0 +1,231 @@
+"""The offline agent end to end on the real models and real speech.
+
+Speech goes in through the file transport as a live microphone would; the agent's audio that
+comes out is transcribed back with the real STT to show it is speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voiceagent import Agent, AgentOptions
+from voiceagent.audio import PIPELINE_RATE, load_audio, rms_dbfs
+from voiceagent.backends import LLM, ChatMessage, LLMDelta
+from voiceagent.errors import BackendError
+from voiceagent.events import AgentTextEvent, ErrorEvent, UserTranscriptEvent
+from voiceagent.runner import converse_with_file
+from voiceagent.session import resolve_backends
+from voiceagent.wer import word_error_rate
+
+REPO = Path(__file__).resolve().parents[1]
+INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backends():
+    return resolve_backends(Agent(INSTRUCTIONS))
+
+
+async def transcribe(stt, audio: np.ndarray) -> str:
+    stream = stt.stream()
+    for i in range(0, len(audio), 320):
+        await stream.push(audio[i:i + 320])
+    return (await stream.finish()).text
+
+
+def two_turns(speech_dir: Path) -> np.ndarray:
+    """Two short real utterances with a pause long enough to end the first turn."""
+    gap = np.zeros(int(5.0 * PIPELINE_RATE), np.float32)
+    first = load_audio(speech_dir / "azure_whats_the_weather_like.wav")
+    second = load_audio(speech_dir / "harvard_sb_spk1_snt5.wav")
+    return np.concatenate([first, gap, second])
+
+
+def finals(result) -> list[str]:
+    return [e.text for e in result.of_type(UserTranscriptEvent) if e.final and e.text]
+
+
+def replies(result) -> list[AgentTextEvent]:
+    return [e for e in result.of_type(AgentTextEvent) if e.final and not e.interrupted]
+
+
+def session_tasks() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("session-")]
+
+
+# -- the CLI, as the README runs it --------------------------------------------------------
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voiceagent.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_jfk_through_voiceagent_run_gets_a_spoken_english_reply(tmp_path, backends):
+    out, log = tmp_path / "agent.wav", tmp_path / "events.jsonl"
+    proc = run_cli("run", "examples/basic_agent.py", "--input", "examples/jfk.wav",
+                   "--output", str(out), "--events", str(log))
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    types = {e["type"] for e in events}
+    assert {"session", "user_speaking", "user_transcript", "user_turn", "agent_state",
+            "agent_text", "metrics"} <= types
+    heard = " ".join(e["text"] for e in events if e["type"] == "user_transcript" and e["final"])
+    assert word_error_rate(
+        "And so my fellow Americans, ask not what your country can do for you, "
+        "ask what you can do for your country.", heard) < 0.35
+    assert any(e["type"] == "user_transcript" and not e["final"] for e in events)
+    v2v = [e["metrics"]["voice_to_voice"] for e in events
+           if e["type"] == "metrics" and e["metrics"]["voice_to_voice"] is not None]
+    assert v2v and all(0 < v < 10 for v in v2v)
+
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == PIPELINE_RATE
+    assert len(audio) >= 11 * rate  # the whole input timeline, and the reply after it
+    assert rms_dbfs(audio) > -45  # there is agent speech in it
+    words = asyncio.run(transcribe(backends["stt"], audio)).split()
+    assert len(words) >= 2, words
+    assert sum(w.strip(".,!?'\"").isalpha() for w in words) >= 2  # English words, not noise
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not audio at all", "not a readable audio file"),
+    (b"", "empty"),
+])
+def test_cli_rejects_unusable_input_with_one_clear_line(tmp_path, content, message):
+    bad = tmp_path / "user.wav"
+    bad.write_bytes(content)
+    proc = run_cli("run", "examples/basic_agent.py", "--input", str(bad), timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_cli_rejects_nan_samples(tmp_path):
+    bad = tmp_path / "nan.wav"
+    samples = np.zeros(16000, np.float32)
+    samples[100:200] = np.nan
+    sf.write(bad, samples, 16000, subtype="FLOAT")
+    proc = run_cli("run", "examples/basic_agent.py", "--input", str(bad), timeout=60)
+    assert proc.returncode == 2 and "NaN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_reports_a_missing_agent_file_and_bad_backend(tmp_path):
+    proc = run_cli("run", "nope.py", "--input", "examples/jfk.wav", timeout=60)
+    assert proc.returncode == 2 and "no such agent file" in proc.stderr
+    proc = run_cli("run", "examples/basic_agent.py", "--input", "examples/jfk.wav",
+                   "--llm", "nosuch", timeout=60)
+    assert proc.returncode == 2 and "no llm backend named 'nosuch'" in proc.stderr
+
+
+# -- in-process sessions ----------------------------------------------------------------------
+
+
+async def test_stereo_44k_input_is_converted_and_understood(tmp_path, speech_dir, backends):
+    mono = load_audio(speech_dir / "harvard_sb_spk1_snt1.wav", rate=44_100)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([mono, mono * 0.5], axis=1), 44_100)
+    samples = load_audio(path)
+    assert samples.ndim == 1 and abs(len(samples) / PIPELINE_RATE - len(mono) / 44_100) < 0.01
+    result = await converse_with_file(Agent(INSTRUCTIONS), samples, speed=2, backends=backends)
+    assert result.fatal_error is None
+    assert word_error_rate("The child almost hurt the small dog.", " ".join(finals(result))) < 0.3
+
+
+async def test_two_turns_keep_context_and_leave_no_task_or_thread(speech_dir, backends):
+    threads_before = {t.ident for t in threading.enumerate()}
+    result = await converse_with_file(Agent(INSTRUCTIONS), two_turns(speech_dir), speed=2,
+                                      backends=backends)
+    assert result.fatal_error is None
+    assert len(finals(result)) == 2
+    users = [m.content for m in result.history if m.role == "user"]
+    assert len(users) == 2 and "weather" in users[0].lower()
+    assert len([m for m in result.history if m.role == "assistant" and m.content]) >= 1
+    assert not session_tasks()
+    await asyncio.sleep(0.1)
+    leftover = [t for t in threading.enumerate()
+                if t.ident not in threads_before and t.name == "voiceagent-worker"]
+    assert not leftover
+
+
+class FaultyLLM:
+    """The real LLM, made to fail on its first reply: mid-stream error or silence."""
+
+    def __init__(self, real: LLM, mode: str) -> None:
+        self.real, self.mode, self.calls = real, mode, 0
+
+    async def chat(self, messages: Sequence[ChatMessage], tools=()) -> AsyncIterator[LLMDelta]:
+        self.calls += 1
+        if self.calls > 1:
+            async for delta in self.real.chat(messages, tools):
+                yield delta
+            return
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        count = 0
+        async for delta in self.real.chat(messages, tools):
+            yield delta
+            count += 1
+            if count == 3:
+                raise BackendError("connection reset by the LLM server")
+
+
+@pytest.mark.parametrize("mode, cause", [("raise", "connection reset"), ("hang", "timed out")])
+async def test_llm_failure_mid_reply_is_reported_and_the_session_recovers(
+        mode, cause, speech_dir, backends):
+    faulty = FaultyLLM(backends["llm"], mode)
+    # Long enough for the real model's first token on a busy 2-core machine.
+    agent = Agent(INSTRUCTIONS, llm=faulty, options=AgentOptions(llm_timeout=8))
+    result = await converse_with_file(agent, two_turns(speech_dir), speed=2,
+                                      backends={**backends, "llm": faulty})
+    assert result.fatal_error is None
+    errors = result.of_type(ErrorEvent)
+    assert len(errors) == 1 and errors[0].source == "llm" and cause in errors[0].message
+    said = replies(result)
+    assert len(said) == 2
+    if mode == "hang":  # nothing was said: the apology is
+        assert said[0].text == agent.options.error_reply
+    assert said[1].text.strip()  # the next turn is answered normally
+    assert not session_tasks()
+
+
+class BrokenTTS:
+    sample_rate = 22050
+
+    async def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
+        raise RuntimeError("voice model crashed")
+        yield  # pragma: no cover
+
+
+async def test_tts_failure_is_reported_and_the_session_ends_cleanly(speech_dir, backends):
+    agent = Agent(INSTRUCTIONS)
+    result = await converse_with_file(agent, load_audio(speech_dir / "harvard_sb_spk1_snt3.wav"),
+                                      speed=2, backends={**backends, "tts": BrokenTTS()})
+    assert result.fatal_error is None
+    errors = result.of_type(ErrorEvent)
+    assert errors and all(e.source == "tts" and "voice model crashed" in e.message for e in errors)
+    assert replies(result) and replies(result)[0].text  # the LLM still answered in text
+    assert rms_dbfs(result.audio) < -80  # and nothing was played
+    assert not session_tasks()
+
+
+async def test_nan_samples_from_a_live_source_are_reported_and_silenced(speech_dir, backends):
+    samples = load_audio(speech_dir / "harvard_sb_spk1_snt4.wav")
+    samples[1000:1500] = np.nan
+    result = await converse_with_file(Agent(INSTRUCTIONS), samples, speed=2, backends=backends)
+    assert result.fatal_error is None
+    errors = result.of_type(ErrorEvent)
+    assert len(errors) == 1 and "NaN" in errors[0].message
+    assert finals(result)  # the speech was still understood
