@@ -1,0 +1,146 @@
+"""LLM backend for any OpenAI-compatible chat endpoint: OpenAI itself, or a local server
+(llama.cpp's, vLLM, Ollama, LM Studio) given by ``base_url``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
+from voiceagent.errors import BackendError, ConfigError, require
+
+#: local servers ignore the key, but the client refuses to start without one
+_LOCAL_KEY = "not-needed"
+
+
+class OpenAILLM:
+    """Streams chat completions; tool calls are yielded whole once the reply has finished."""
+
+    def __init__(self, *, model: str = "gpt-4o-mini", base_url: str | None = None,
+                 api_key: str | None = None, temperature: float | None = None,
+                 max_tokens: int | None = None, timeout: float = 30.0,
+                 tool_choice: str | None = None,
+                 extra_body: dict[str, Any] | None = None) -> None:
+        """``timeout`` bounds connecting and each wait for the next streamed chunk, so a
+        stalled server is reported instead of leaving the agent silent. ``tool_choice`` is
+        "auto", "required", "none" or the name of a function the model must call."""
+        self._openai = require("openai", "openai", extra="openai")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        api_key = api_key or os.environ.get("OPENAI_API_KEY") or (_LOCAL_KEY if base_url else None)
+        if not api_key:
+            raise ConfigError("the openai LLM backend needs an API key: set OPENAI_API_KEY, "
+                              "pass api_key, or pass base_url for a local server")
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.tool_choice = tool_choice
+        self.extra_body = dict(extra_body or {})
+        self._client_options: dict[str, Any] = {
+            "api_key": api_key, "base_url": base_url, "timeout": timeout,
+            # a voice turn cannot wait through backoff; fail at once and let the agent say so
+            "max_retries": 0,
+        }
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client_for_loop(self) -> Any:
+        """The client for the running loop: pooled connections are bound to the loop that
+        opened them, and one backend instance is shared by every loop in the process.
+
+        The HTTP client is ours, not the SDK's default, whose ``__del__`` would try to close
+        the previous loop's connections from the new loop and log an error."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            http = self._openai.DefaultAsyncHttpxClient(timeout=self.timeout)
+            self._client = self._openai.AsyncOpenAI(**self._client_options, http_client=http)
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (those of the running loop; others died with theirs)."""
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.close()
+
+    def _request(self, messages: Sequence[ChatMessage],
+                 tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model, "messages": [m.to_openai() for m in messages], "stream": True}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        if tools:
+            params["tools"] = list(tools)
+            if self.tool_choice in ("auto", "required", "none"):
+                params["tool_choice"] = self.tool_choice
+            elif self.tool_choice:
+                params["tool_choice"] = {"type": "function",
+                                         "function": {"name": self.tool_choice}}
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    async def chat(self, messages: Sequence[ChatMessage],
+                   tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
+        client = self._client_for_loop()
+        endpoint = str(client.base_url).rstrip("/")
+        openai = self._openai
+        calls: dict[int, ToolCall] = {}
+        finished = False
+        try:
+            stream = await client.chat.completions.create(**self._request(messages, tools))
+            # leaving this block, by the end, an error, aclose() or cancellation, closes the
+            # HTTP response, which is how the server learns to stop generating
+            async with stream:
+                async for chunk in stream:
+                    if not chunk.choices:
+                        continue
+                    finished = finished or bool(chunk.choices[0].finish_reason)
+                    delta = chunk.choices[0].delta
+                    if delta.content:
+                        yield LLMDelta(text=delta.content)
+                    for part in delta.tool_calls or ():
+                        call = calls.setdefault(part.index, ToolCall("", "", ""))
+                        # OpenAI sends id and name once; llama.cpp's server repeats them
+                        call.id = call.id or part.id or ""
+                        fn = part.function
+                        if fn is not None:
+                            call.name = call.name or fn.name or ""
+                            call.arguments += fn.arguments or ""
+        except openai.APITimeoutError:
+            raise BackendError(f"LLM endpoint {endpoint} timed out: no response "
+                               f"within {self.timeout:g} s") from None
+        except openai.APIConnectionError as exc:
+            raise BackendError(f"LLM endpoint {endpoint} unreachable: {_cause(exc)}") from None
+        except openai.APIStatusError as exc:
+            said = exc.message.removeprefix(f"Error code: {exc.status_code}").lstrip(" -")
+            raise BackendError(f"LLM endpoint {endpoint} answered HTTP {exc.status_code}: "
+                               f"{_one_line(said or str(exc.body))}") from None
+        except openai.OpenAIError as exc:
+            raise BackendError(f"LLM endpoint {endpoint} failed: {_one_line(str(exc))}") from None
+        except ValueError as exc:  # a stream event that is not JSON
+            raise BackendError(f"LLM endpoint {endpoint} sent a malformed stream: "
+                               f"{_one_line(str(exc))}") from None
+        if not finished:
+            # e.g. llama.cpp's server ends the stream cleanly when generation raises
+            raise BackendError(f"LLM endpoint {endpoint} ended the stream before the reply "
+                               "finished (see the server's log)")
+        for index, call in sorted(calls.items()):
+            call.id = call.id or f"call_{index}"  # some servers send none; replies need one
+            yield LLMDelta(tool_call=call)
+
+
+def _cause(exc: BaseException) -> str:
+    """The root error's words (e.g. "Connect call failed"), not the client's generic ones."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return _one_line(str(exc) or type(exc).__name__)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
