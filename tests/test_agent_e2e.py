@@ -24,7 +24,8 @@ from voiceagent.backends import LLM, ChatMessage, LLMDelta
 from voiceagent.errors import BackendError
 from voiceagent.events import AgentTextEvent, ErrorEvent, UserTranscriptEvent
 from voiceagent.runner import converse_with_file
-from voiceagent.session import resolve_backends
+from voiceagent.session import AgentSession, resolve_backends
+from voiceagent.transports.file import FileAudioInput, FileAudioOutput
 from voiceagent.wer import word_error_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,3 +230,39 @@ async def test_nan_samples_from_a_live_source_are_reported_and_silenced(speech_d
     errors = result.of_type(ErrorEvent)
     assert len(errors) == 1 and "NaN" in errors[0].message
     assert finals(result)  # the speech was still understood
+
+
+async def test_interrupt_from_code_silences_the_agent_and_keeps_only_heard_words(
+        speech_dir, backends):
+    agent = Agent("You are a storyteller. Always answer with a long story of at least six "
+                  "sentences.", options=AgentOptions())
+    samples = load_audio(speech_dir / "harvard_sb_spk1_snt2.wav")
+    session = AgentSession(agent, lambda rt: FileAudioInput(samples, rt, max_tail=30),
+                           lambda rt: FileAudioOutput(rt), backends=backends)
+    events: list = []
+    speaking = asyncio.Event()
+    session.events.subscribe(events.append)
+    session.events.subscribe(lambda e: speaking.set() if e.state == "speaking" else None,
+                             type="agent_state")
+    await session.start()
+    try:
+        await asyncio.wait_for(speaking.wait(), 60)
+        await asyncio.sleep(1.0)  # let the user hear a few words
+        cut = session.runtime.clock.now()
+        await session.interrupt()
+        assert await session.wait(60)
+    finally:
+        await session.stop()
+    audio = session.output.audio
+    assert rms_dbfs(audio[int((cut - 1.0) * 16000):int(cut * 16000)]) > -50  # was talking
+    assert rms_dbfs(audio[int((cut + 0.1) * 16000):]) < -80  # silent right after
+    cut_off = [e for e in events if isinstance(e, AgentTextEvent) and e.interrupted]
+    assert len(cut_off) == 1 and cut_off[0].text
+    heard = cut_off[0].text.split()
+    full = [e.text for e in events if isinstance(e, AgentTextEvent) and e.final
+            and not e.interrupted]
+    if full:  # the LLM finished before the cut: what was heard is its beginning
+        assert full[0].split()[:len(heard)] == heard and len(full[0].split()) > len(heard)
+    assistant = [m.content for m in session.context.history if m.role == "assistant"]
+    assert assistant == [cut_off[0].text]
+    assert not session_tasks()
