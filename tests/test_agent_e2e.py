@@ -183,13 +183,16 @@ class FaultyLLM:
                 raise BackendError("connection reset by the LLM server")
 
 
-@pytest.mark.parametrize("mode, cause", [("raise", "connection reset"), ("hang", "timed out")])
+# The silent LLM must time out before the second turn arrives (5 s later, in real time),
+# or that turn would interrupt the stuck reply first; the working second call then has 3 s
+# for its first token.
+@pytest.mark.parametrize("mode, cause, speed, timeout", [
+    ("raise", "connection reset", 2.0, 20.0), ("hang", "timed out", 1.0, 3.0)])
 async def test_llm_failure_mid_reply_is_reported_and_the_session_recovers(
-        mode, cause, speech_dir, backends):
+        mode, cause, speed, timeout, speech_dir, backends):
     faulty = FaultyLLM(backends["llm"], mode)
-    # Long enough for the real model's first token on a busy 2-core machine.
-    agent = Agent(INSTRUCTIONS, llm=faulty, options=AgentOptions(llm_timeout=8))
-    result = await converse_with_file(agent, two_turns(speech_dir), speed=2,
+    agent = Agent(INSTRUCTIONS, llm=faulty, options=AgentOptions(llm_timeout=timeout))
+    result = await converse_with_file(agent, two_turns(speech_dir), speed=speed,
                                       backends={**backends, "llm": faulty})
     assert result.fatal_error is None
     errors = result.of_type(ErrorEvent)
