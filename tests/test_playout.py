@@ -64,6 +64,8 @@ def test_metrics_come_from_marks_once_per_turn():
     tracker.mark(3, "tts_first_audio", 2.0)
     tracker.mark(3, "first_audio_out", 2.1)
     assert tracker.finish(3) is None  # already emitted at first audio
+    tracker.mark(3, "tts_first_audio", 2.5)  # the next sentence's audio: too late to count
+    assert tracker.finish(3) is None
     assert len(got) == 1
     m = got[0].metrics
     assert (m.end_of_turn, m.stt_final, m.llm_ttft, m.tts_ttfa, m.voice_to_voice) == (

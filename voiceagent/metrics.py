@@ -18,29 +18,31 @@ MARKS = ("speech_end", "stt_final", "end_of_turn", "llm_request", "llm_first_tok
 @dataclass
 class _Turn:
     marks: dict[str, float] = field(default_factory=dict)
-    emitted: bool = False
 
 
 class MetricsTracker:
     def __init__(self, events: EventBus) -> None:
         self._events = events
         self._turns: dict[int, _Turn] = {}
+        self._last_done = 0  # turns up to here are emitted: later marks for them are late
         self.completed: list[TurnMetrics] = []
 
     def mark(self, turn_id: int, name: str, ts: float) -> None:
         """Record the first occurrence of ``name`` in turn ``turn_id``."""
         if name not in MARKS:
             raise ValueError(f"unknown metric mark {name!r}")
+        if turn_id <= self._last_done and turn_id not in self._turns:
+            return  # e.g. the second sentence's audio of a turn already reported
         turn = self._turns.setdefault(turn_id, _Turn())
         turn.marks.setdefault(name, ts)
         if name == "first_audio_out":
             self.finish(turn_id)
 
     def finish(self, turn_id: int) -> TurnMetrics | None:
-        turn = self._turns.get(turn_id)
-        if turn is None or turn.emitted:
+        turn = self._turns.pop(turn_id, None)
+        if turn is None:
             return None
-        turn.emitted = True
+        self._last_done = max(self._last_done, turn_id)
         m = turn.marks
 
         def span(a: str, b: str) -> float | None:
@@ -57,5 +59,4 @@ class MetricsTracker:
         self.completed.append(metrics)
         self._events.emit(MetricsEvent(ts=m.get("first_audio_out", max(m.values(), default=0)),
                                        metrics=metrics))
-        del self._turns[turn_id]
         return metrics

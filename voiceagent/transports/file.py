@@ -31,14 +31,14 @@ class FileAudioInput(AudioSourceNode):
             piece = self.samples[start:start + step]
             if len(piece) < step:
                 piece = np.pad(piece, (0, step - len(piece)))
-            await clock.sleep_until(t)
+            await clock.sleep_until(t + FRAME_SECONDS)  # a microphone delivers a frame at its end
             await self.emit_audio(piece, t)
             t += FRAME_SECONDS
         # An open microphone after the recording: silence until the agent is done.
         silence = np.zeros(step, dtype=np.float32)
         end, idle_since = t, None
         while t - end < self.max_tail:
-            await clock.sleep_until(t)
+            await clock.sleep_until(t + FRAME_SECONDS)
             await self.emit_audio(silence, t)
             t += FRAME_SECONDS
             if self.runtime.idle and self.runtime.agent_state == "listening":
