@@ -52,8 +52,10 @@ async def main() -> None:
 
     lines = [f"{'clip (median ms)':48} {'turns':>5} " + " ".join(f"{s[:7]:>7}" for s in STAGES)]
     for row in per_clip:
-        lines.append(f"{row['clip']:48} {row['turns']:5} " + " ".join(fmt(row[s]) for s in STAGES))
-    lines.append(f"{'ALL':48} {len(turns):5} " + " ".join(fmt(figures['median'][s]) for s in STAGES))
+        cells = " ".join(fmt(row[s]) for s in STAGES)
+        lines.append(f"{row['clip']:48} {row['turns']:5} {cells}")
+    cells = " ".join(fmt(figures["median"][s]) for s in STAGES)
+    lines.append(f"{'ALL':48} {len(turns):5} {cells}")
     v2v = figures["median"]["voice_to_voice"]
     lines.append(f"\nvoice-to-voice median: {v2v * 1000:.0f} ms over {len(turns)} turns"
                  if v2v is not None else "\nno turn reached agent audio")

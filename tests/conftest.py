@@ -1,4 +1,4 @@
-"""Shared fixtures: the real speech clips from ../shared/data/speech (or $VOICEAGENT_SPEECH_DATA)."""
+"""Shared fixtures: the real speech clips in ../shared/data/speech, or $VOICEAGENT_SPEECH_DATA."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SPEECH_DIR = Path(os.environ.get("VOICEAGENT_SPEECH_DATA", REPO.parent / "shared" / "data" / "speech"))
+SPEECH_DIR = Path(os.environ.get("VOICEAGENT_SPEECH_DATA",
+                                  REPO.parent / "shared" / "data" / "speech"))
 
 
 @pytest.fixture(scope="session")

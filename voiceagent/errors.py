@@ -19,17 +19,5 @@ class AudioInputError(VoiceAgentError):
     """Input audio that cannot be used: not audio, empty, NaN samples, wrong shape."""
 
 
-def require(module: str, package: str, extra: str | None = None):
-    """Import ``module`` or raise :class:`BackendUnavailable` naming the package to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        hint = f"pip install 'voiceagent[{extra}]'" if extra else f"pip install {package}"
-        raise BackendUnavailable(
-            f"the {package!r} package is needed for this backend ({hint})") from exc
-
-
 class BackendError(VoiceAgentError):
     """A backend failed or timed out while serving a request (an LLM call, a synthesis)."""

@@ -323,7 +323,7 @@ class Graph:
         try:
             await asyncio.wait_for(self._finished.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def stop(self, *, graceful: bool = True, timeout: float = 5.0) -> None:

@@ -51,7 +51,7 @@ class FunctionTool:
             else:
                 call = asyncio.to_thread(self.fn, **kwargs)
             result = await asyncio.wait_for(call, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return f"Error: {self.name} timed out after {timeout} s", True
         except Exception as exc:
             return f"Error: {self.name} failed: {type(exc).__name__}: {exc}", True

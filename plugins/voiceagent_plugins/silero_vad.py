@@ -7,26 +7,17 @@ thread-safe).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from voiceagent.errors import BackendUnavailable, require
+from voiceagent.deps import packaged_file, require
 
 _CONTEXT = 64  # samples of left context the 16 kHz model expects before each window
 
 
 def bundled_model_path() -> Path:
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable(
-            "the 'silero-vad' package is needed for this backend "
-            "(pip install --no-deps silero-vad; only its ONNX file is used)")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "silero_vad.onnx"
-    if not path.is_file():
-        raise BackendUnavailable(f"silero-vad is installed but {path} is missing")
-    return path
+    return packaged_file("silero_vad", "data/silero_vad.onnx", "silero-vad")
 
 
 class SileroVADStream:

@@ -27,7 +27,8 @@ import numpy as np
 
 from voiceagent.audio import check_finite, to_mono_float
 from voiceagent.backends import Transcript
-from voiceagent.errors import ConfigError, require
+from voiceagent.deps import require
+from voiceagent.errors import ConfigError
 from voiceagent.wer import edit_distances, normalize
 
 SAMPLE_RATE = 16_000

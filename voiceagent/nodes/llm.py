@@ -16,7 +16,14 @@ from ..backends import LLM, ChatMessage, ToolCall
 from ..context import ChatContext
 from ..errors import BackendError
 from ..events import AgentTextEvent, ToolCallEvent
-from ..frames import DataFrame, LLMTextFrame, ReplyEnd, ReplyTruncatedFrame, SystemFrame, UserTurnFrame
+from ..frames import (
+    DataFrame,
+    LLMTextFrame,
+    ReplyEnd,
+    ReplyTruncatedFrame,
+    SystemFrame,
+    UserTurnFrame,
+)
 from ..graph import Node
 from ..runtime import SessionRuntime
 
