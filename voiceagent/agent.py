@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -11,25 +11,69 @@ from .tools import FunctionTool, as_tool
 
 
 class EndpointingOptions(BaseModel):
-    """When the user's turn is over. VAD-silence endpointing; every value is in seconds
-    of the session clock unless noted."""
+    """When the user's turn is over. Every duration is in seconds of the session clock.
 
+    ``vad`` mode waits a fixed ``silence_timeout`` after speech. ``hybrid`` mode adapts the
+    wait to how finished the turn looks: an audio end-of-turn model (Smart Turn) and a
+    semantic completeness score of the transcript (the local LLM) combine into one score;
+    a high score ends the turn after ``complete_silence``, a low one waits up to
+    ``incomplete_silence``. ``max_turn`` bounds a turn whatever the signals say, so noise or
+    hold music cannot stall a session. Defaults come from benchmarks/turn_taking.py
+    (docs/benchmarks.md).
+    """
+
+    mode: Literal["vad", "hybrid"] = "hybrid"
     #: VAD speech probability above which a window counts as speech
     activation_threshold: float = Field(0.5, ge=0.0, le=1.0)
     #: speech shorter than this is ignored as a click or a cough
     min_speech: float = Field(0.1, ge=0.0)
-    #: silence that ends a speech segment (the VAD's hangover)
-    min_silence: float = Field(0.25, ge=0.0)
-    #: silence after the end of speech before the turn is declared over. Measured on the
+    #: silence that ends a speech segment (the VAD's hangover): the earliest a turn can end
+    min_silence: float = Field(0.2, ge=0.0)
+    #: audio kept from before the detected start, so the first syllable is not clipped
+    pre_roll: float = Field(0.3, ge=0.0)
+    #: vad mode: silence after the end of speech before the turn is over. Measured on the
     #: shared clips: in-sentence pauses reach 0.58 s ("one ... two ... three") and JFK's
     #: rhetorical pauses 1 s; 0.7 s keeps the former whole and splits the latter.
     silence_timeout: float = Field(0.7, ge=0.0)
-    #: audio kept from before the detected start, so the first syllable is not clipped
-    pre_roll: float = Field(0.3, ge=0.0)
+    #: hybrid: silence needed when the turn looks complete
+    complete_silence: float = Field(0.2, ge=0.0)
+    #: hybrid: silence needed when it looks unfinished ("a table for... uh"), or while the
+    #: scores are not known yet
+    incomplete_silence: float = Field(2.0, ge=0.0)
+    #: hybrid: scores at or above this count as complete, at or below the next as unfinished;
+    #: the wait is interpolated between them
+    complete_score: float = Field(0.5, ge=0.0, le=1.0)
+    incomplete_score: float = Field(0.1, ge=0.0, le=1.0)
+    #: hybrid: weight of the audio model against the text score
+    audio_weight: float = Field(0.5, ge=0.0, le=1.0)
+    #: hybrid: an audio score this high ends the turn before the transcript is scored
+    confident_audio: float = Field(0.9, ge=0.0, le=1.0)
+    #: wall-clock maximum of one user turn, speech or not
+    max_turn: float = Field(30.0, gt=0)
+
+
+class BargeInOptions(BaseModel):
+    """User speech while the agent talks. The agent's audio pauses at once; the speech
+    interrupts it when confirmed, or the agent resumes where it stopped (a cough, a door,
+    a backchannel)."""
+
+    enabled: bool = True
+    #: user speech must last this long to interrupt
+    min_duration: float = Field(0.5, ge=0.0)
+    #: and hold this many words that are not backchannels (0: duration alone)
+    min_words: int = Field(1, ge=0)
+    #: "mm-hmm", "yeah"... keep the agent talking
+    ignore_backchannels: bool = True
+    backchannels: list[str] = Field(default_factory=lambda: [
+        "mm", "mhm", "mmhmm", "mm-hmm", "hmm", "uh-huh", "uh", "um", "yeah", "yep", "yes",
+        "right", "okay", "ok", "sure", "i see", "got it", "alright", "cool", "nice", "wow"])
+    #: a pause with no confirmed words resumes the agent after this long
+    resume_after: float = Field(1.0, ge=0.0)
 
 
 class AgentOptions(BaseModel):
     endpointing: EndpointingOptions = Field(default_factory=EndpointingOptions)
+    barge_in: BargeInOptions = Field(default_factory=BargeInOptions)
     #: no first token within this long fails the reply (seconds)
     llm_timeout: float = Field(20.0, gt=0)
     #: no audio for a chunk within this long skips it (seconds)
@@ -67,6 +111,8 @@ class Agent:
         stt: BackendSpec = "whisper",
         llm: BackendSpec = "llamacpp",
         tts: BackendSpec = "piper",
+        turn_detector: BackendSpec = "smart-turn",
+        completeness: BackendSpec = "llamacpp",
         vad_options: dict[str, Any] | None = None,
         stt_options: dict[str, Any] | None = None,
         llm_options: dict[str, Any] | None = None,
@@ -79,10 +125,13 @@ class Agent:
         if len(set(names)) != len(names):
             raise ValueError(f"tool names must be unique, got {names}")
         self.greeting = greeting
-        self.backends: dict[str, BackendSpec] = {"vad": vad, "stt": stt, "llm": llm, "tts": tts}
+        self.backends: dict[str, BackendSpec] = {
+            "vad": vad, "stt": stt, "llm": llm, "tts": tts,
+            "turn": turn_detector, "completeness": completeness}
         self.backend_options: dict[str, dict[str, Any]] = {
             "vad": vad_options or {}, "stt": stt_options or {},
-            "llm": llm_options or {}, "tts": tts_options or {}}
+            "llm": llm_options or {}, "tts": tts_options or {},
+            "turn": {}, "completeness": {}}
         self.options = options or AgentOptions()
 
     def tool(self, name: str) -> FunctionTool | None:

@@ -31,6 +31,24 @@ class VAD(Protocol):
     def stream(self) -> VADStream: ...
 
 
+@runtime_checkable
+class TurnDetector(Protocol):
+    """An audio end-of-turn model: hears the end of the user's speech."""
+
+    def probability(self, audio: np.ndarray) -> float:
+        """P(turn complete) for 16 kHz mono audio ending now. Blocking: run in a thread."""
+        ...
+
+
+@runtime_checkable
+class CompletenessScorer(Protocol):
+    """A text model of whether a transcript is a finished thought."""
+
+    def probability(self, text: str) -> float:
+        """Completeness in [0, 1]. Blocking: run in a thread."""
+        ...
+
+
 @dataclass
 class Transcript:
     text: str

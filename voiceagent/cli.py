@@ -1,6 +1,7 @@
 """``voiceagent`` command line.
 
     voiceagent run AGENT.py --input user.wav --output agent.wav --events events.jsonl
+    voiceagent serve AGENT.py --port 8080       (then open http://127.0.0.1:8080/)
 
 Errors a user can fix (a bad file, a missing package, a bad option) print one line and exit
 with status 2; no traceback.
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import registry
 from .agent import Agent
 from .errors import ConfigError, VoiceAgentError
 
@@ -60,7 +62,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def apply_backend_overrides(agent: Agent, args: argparse.Namespace) -> None:
-    for kind in ("vad", "stt", "llm", "tts"):
+    for kind in registry.KINDS:
         name = getattr(args, kind)
         extra = parse_options(getattr(args, f"{kind}_option") or [])
         if name is not None:
@@ -70,7 +72,7 @@ def apply_backend_overrides(agent: Agent, args: argparse.Namespace) -> None:
 
 
 def add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    for kind in ("vad", "stt", "llm", "tts"):
+    for kind in registry.KINDS:
         parser.add_argument(f"--{kind}", metavar="NAME",
                             help=f"{kind} backend by registry name (overrides the agent file)")
         parser.add_argument(f"--{kind}-option", action="append", metavar="KEY=VALUE",
@@ -94,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds to keep listening after the input ends (default 60)")
     run.add_argument("-q", "--quiet", action="store_true", help="print no transcript")
     add_backend_flags(run)
+
+    serve = sub.add_parser("serve", help="talk to an agent from a browser over WebRTC")
+    serve.add_argument("agent", help="the agent entrypoint file (e.g. examples/basic_agent.py)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                       "127.0.0.1; browsers allow the microphone only there or over HTTPS)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--ice-server", action="append", metavar="URL",
+                       help="a STUN/TURN server: stun:HOST:PORT or turn:USER:PASS@HOST:PORT "
+                            "(repeatable)")
+    serve.add_argument("--ice-host-address", action="append", metavar="ADDR",
+                       help="offer ICE host candidates only on this address (repeatable; "
+                            "default: every non-loopback interface)")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on offers")
+    serve.add_argument("--max-sessions", type=int, default=4, metavar="N",
+                       help="concurrent conversations allowed (default 4)")
+    serve.add_argument("--events", help="append every session's events here (JSONL)")
+    add_backend_flags(serve)
     return parser
 
 
@@ -105,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import run_file
 
             return asyncio.run(run_file(args))
+        if args.command == "serve":
+            from .deps import require
+
+            for module, package in (("aiortc", "aiortc"), ("starlette", "starlette"),
+                                    ("uvicorn", "uvicorn")):
+                require(module, package, "webrtc")
+            from .server.serve import serve
+
+            return serve(args)
     except VoiceAgentError as exc:
         print(f"voiceagent: error: {exc}", file=sys.stderr)
         return 2

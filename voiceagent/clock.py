@@ -19,6 +19,9 @@ class SessionClock:
         self.speed = speed
         self._t0 = time.monotonic()
 
+    def restart(self) -> None:
+        self._t0 = time.monotonic()
+
     def now(self) -> float:
         return (time.monotonic() - self._t0) * self.speed
 

@@ -44,16 +44,35 @@ class UserTranscriptEvent(Event):
 
 
 class UserTurnEvent(Event):
-    """The endpointer decided the user finished a turn."""
+    """The endpointer decided the user finished a turn (with the scores it used, if any)."""
 
     type: Literal["user_turn"] = "user_turn"
     text: str
     turn_id: int
+    audio_score: float | None = None
+    text_score: float | None = None
+    reason: str = ""
+
+
+class BargeInEvent(Event):
+    """User speech while the agent talked: ``paused``, then ``interrupted`` or ``resumed``."""
+
+    type: Literal["barge_in"] = "barge_in"
+    action: Literal["paused", "interrupted", "resumed"]
+    turn_id: int
+    text: str = ""
 
 
 class AgentStateEvent(Event):
     type: Literal["agent_state"] = "agent_state"
     state: Literal["listening", "thinking", "speaking"]
+
+
+class AgentSpeakingEvent(Event):
+    """The agent's audio started or stopped reaching the user."""
+
+    type: Literal["agent_speaking"] = "agent_speaking"
+    speaking: bool
 
 
 class AgentTextEvent(Event):
@@ -105,7 +124,8 @@ class ErrorEvent(Event):
 
 AnyEvent = Annotated[
     SessionStateEvent | UserSpeakingEvent | UserTranscriptEvent | UserTurnEvent
-    | AgentStateEvent | AgentTextEvent | ToolCallEvent | MetricsEvent | ErrorEvent,
+    | BargeInEvent | AgentStateEvent | AgentSpeakingEvent | AgentTextEvent | ToolCallEvent
+    | MetricsEvent | ErrorEvent,
     Field(discriminator="type"),
 ]
 event_adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

@@ -79,6 +79,13 @@ class UserTurnFrame(DataFrame):
 
 
 @dataclass(kw_only=True)
+class TextInputFrame(DataFrame):
+    """A user turn typed instead of spoken (e.g. from a browser's text box)."""
+
+    text: str
+
+
+@dataclass(kw_only=True)
 class LLMTextFrame(DataFrame):
     """A token (or a few) of the agent's reply."""
 
@@ -139,9 +146,19 @@ class InterruptionFrame(SystemFrame):
     reason: str = "interrupted"
     #: replies to this turn and later ones are not affected (None: interrupt every reply)
     before_turn: int | None = None
+    #: replies said with allow_interruptions=False, spared by this interruption
+    protected: frozenset[int] = frozenset()
 
     def affects(self, turn_id: int) -> bool:
-        return self.before_turn is None or turn_id < self.before_turn
+        return ((self.before_turn is None or turn_id < self.before_turn)
+                and turn_id not in self.protected)
+
+
+@dataclass(kw_only=True)
+class PlayoutPauseFrame(SystemFrame):
+    """Hold the agent's audio where it is (the user may be barging in), or go on."""
+
+    paused: bool
 
 
 @dataclass(kw_only=True)

@@ -152,7 +152,8 @@ class Node:
             # Only what was made before the interruption goes: a reply to a turn that
             # arrives right behind it must survive.
             def stale(f: DataFrame) -> bool:
-                return self.interruptible(f) and f.id < frame.id
+                return (self.interruptible(f) and f.id < frame.id
+                        and frame.affects(getattr(f, "turn_id", 0)))
 
             await self.inbox.drop_data(stale)
             if busy is not None and busy_frame is not None and stale(busy_frame):
@@ -272,8 +273,16 @@ class Graph:
     def spawn(self, coro: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=f"{self.name}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._on_helper_done)
         return task
+
+    def _on_helper_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("helper task %s failed", task.get_name(), exc_info=exc)
+            self._dispatch_error(ErrorFrame(source=task.get_name().split(":", 1)[-1],
+                                            message=f"{type(exc).__name__}: {exc}"))
 
     async def start(self) -> None:
         if self._started:

@@ -43,6 +43,8 @@ class PlayoutBuffer:
         self.rate = rate
         self._queue: deque[_Audio | _End] = deque()
         self._heard: dict[int, _Heard] = {}
+        #: held (the user may be barging in): reads give silence and keep the position
+        self.paused = False
 
     @property
     def queued_samples(self) -> int:
@@ -60,6 +62,8 @@ class PlayoutBuffer:
         """The next ``n`` samples (silence where nothing is queued) and what happened."""
         out = np.zeros(n, dtype=np.float32)
         events: list[PlayoutEvent] = []
+        if self.paused:
+            return out, events
         filled = 0
         while self._queue and (filled < n or isinstance(self._queue[0], _End)):
             item = self._queue[0]

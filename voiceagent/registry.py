@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from .errors import BackendUnavailable, ConfigError
 
-Kind = Literal["vad", "stt", "llm", "tts"]
-KINDS: tuple[Kind, ...] = ("vad", "stt", "llm", "tts")
+Kind = Literal["vad", "stt", "llm", "tts", "turn", "completeness"]
+KINDS: tuple[Kind, ...] = ("vad", "stt", "llm", "tts", "turn", "completeness")
 
 _lock = threading.Lock()
 _instances: dict[tuple[str, str, str], Any] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .clock import SessionClock
-from .events import AgentStateEvent, EventBus
+from .events import AgentSpeakingEvent, AgentStateEvent, EventBus
 from .metrics import MetricsTracker
 
 
@@ -20,14 +20,27 @@ class SessionRuntime:
     metrics: MetricsTracker
     #: replies decided on (a user turn) and not yet played out or dropped
     active_replies: set[int] = field(default_factory=set)
-    user_turn_open: bool = False
+    #: replies that user speech must not interrupt (say(..., allow_interruptions=False))
+    protected_replies: set[int] = field(default_factory=set)
+    #: the user turn in progress (speech heard, end not yet decided)
+    user_turn: int | None = None
     agent_state: str = "listening"
+    _last_turn_id: int = 0
+
+    def new_turn_id(self) -> int:
+        """Ids for user turns and the replies to them, and for replies said from code."""
+        self._last_turn_id += 1
+        return self._last_turn_id
 
     @property
     def idle(self) -> bool:
-        return not self.active_replies and not self.user_turn_open
+        return not self.active_replies and self.user_turn is None
 
     def set_agent_state(self, state: str, ts: float) -> None:
-        if state != self.agent_state:
-            self.agent_state = state
-            self.events.emit(AgentStateEvent(ts=ts, state=state))  # type: ignore[arg-type]
+        if state == self.agent_state:
+            return
+        was_speaking = self.agent_state == "speaking"
+        self.agent_state = state
+        self.events.emit(AgentStateEvent(ts=ts, state=state))  # type: ignore[arg-type]
+        if was_speaking != (state == "speaking"):
+            self.events.emit(AgentSpeakingEvent(ts=ts, speaking=not was_speaking))

@@ -2,7 +2,8 @@
 
 ::
 
-    input ─► VAD ─► STT ─► endpointer ─► LLM ─► chunker ─► TTS ─► output (playout clock)
+    input ─► VAD ─┬─► STT ──┐
+                  └─────────┴─► endpointer ─► LLM ─► chunker ─► TTS ─► output (playout clock)
 
 The backends are the agent's (resolved through the registry, so shared by every session in
 the process); everything else is this session's own.
@@ -19,7 +20,8 @@ from .agent import Agent
 from .clock import SessionClock
 from .context import ChatContext
 from .events import ErrorEvent, EventBus, SessionStateEvent
-from .frames import ErrorFrame, InterruptionFrame
+from .backends import ChatMessage
+from .frames import ErrorFrame, InterruptionFrame, LLMTextFrame, ReplyEnd, TextInputFrame
 from .graph import Graph, Node
 from .metrics import MetricsTracker
 from .nodes.endpointer import EndpointerNode
@@ -34,9 +36,14 @@ log = logging.getLogger(__name__)
 
 
 def resolve_backends(agent: Agent) -> dict[str, object]:
-    """The agent's backends, loaded (once per process) through the registry."""
+    """The agent's backends, loaded (once per process) through the registry. The turn
+    models are loaded only when the endpointer will use them."""
+    wanted = dict(agent.backends)
+    if agent.options.endpointing.mode != "hybrid":
+        wanted.pop("turn", None)
+        wanted.pop("completeness", None)
     return {kind: registry.resolve(kind, spec, **agent.backend_options[kind])  # type: ignore[arg-type]
-            for kind, spec in agent.backends.items()}
+            for kind, spec in wanted.items()}
 
 
 class AgentSession:
@@ -68,13 +75,18 @@ class AgentSession:
         self.input = make_input(rt)
         self.output = make_output(rt)
         self.graph = Graph(f"session-{self.id}")
+        self._endpointer = EndpointerNode(opts, rt, b.get("turn"), b.get("completeness"))  # type: ignore[arg-type]
+        self._chunker = ChunkerNode(opts, rt)
+        vad = VADNode(b["vad"], opts.endpointing, rt)  # type: ignore[arg-type]
+        stt = STTNode(b["stt"], opts.endpointing, rt)  # type: ignore[arg-type]
+        # The endpointer hears the VAD directly (fan-out), so a slow decode delays only the
+        # transcript, never the timing of the turn; transcripts join it from the STT (fan-in).
+        self.graph.chain(self.input, vad, stt, self._endpointer)
+        self.graph.connect(vad, self._endpointer)
         self.graph.chain(
-            self.input,
-            VADNode(b["vad"], opts.endpointing, rt),  # type: ignore[arg-type]
-            STTNode(b["stt"], opts.endpointing, rt),  # type: ignore[arg-type]
-            EndpointerNode(opts.endpointing, rt),
+            self._endpointer,
             LLMNode(b["llm"], agent, self.context, rt),  # type: ignore[arg-type]
-            ChunkerNode(opts, rt),
+            self._chunker,
             TTSNode(b["tts"], opts, rt),  # type: ignore[arg-type]
             self.output,
         )
@@ -86,12 +98,35 @@ class AgentSession:
                                     message=frame.message, fatal=frame.fatal))
 
     async def start(self) -> None:
+        self.runtime.clock.restart()  # the timeline begins with the session, not before
         await self.graph.start()
         self.events.emit(SessionStateEvent(ts=self.runtime.clock.now(), state="started"))
+        if self.agent.greeting:
+            await self.say(self.agent.greeting)
 
     async def interrupt(self, reason: str = "interrupted by the application") -> None:
-        """Stop the agent talking now (the reply is cut to what was heard)."""
+        """Stop the agent talking now, protected speech included (the reply kept in the
+        conversation is cut to what was heard)."""
         await self.graph.broadcast(InterruptionFrame(ts=self.runtime.clock.now(), reason=reason))
+
+    async def say(self, text: str, *, allow_interruptions: bool = True) -> int:
+        """Speak ``text`` as the agent (a greeting, a notice, a legal disclaimer). With
+        ``allow_interruptions=False`` user speech neither pauses nor cuts it. Returns the
+        reply's id; the text joins the conversation as an assistant message."""
+        rt = self.runtime
+        reply_id = rt.new_turn_id()
+        rt.active_replies.add(reply_id)
+        if not allow_interruptions:
+            rt.protected_replies.add(reply_id)
+        self.context.add(ChatMessage("assistant", text))
+        now = rt.clock.now()
+        await self._chunker.inbox.put(LLMTextFrame(ts=now, text=text, turn_id=reply_id))
+        await self._chunker.inbox.put(ReplyEnd(ts=now, turn_id=reply_id, text=text))
+        return reply_id
+
+    async def send_text(self, text: str) -> None:
+        """A typed user turn: answered like a spoken one, interrupting a reply in progress."""
+        await self._endpointer.inbox.put(TextInputFrame(ts=self.runtime.clock.now(), text=text))
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Until the input ends and the graph drains (or a fatal error)."""

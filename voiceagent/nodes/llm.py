@@ -82,9 +82,19 @@ class LLMNode(Node):
                         await self._say(turn, reply, delta.text)
             if not calls:
                 return
-            self.context.add(ChatMessage("assistant", "", tool_calls=calls))
-            for call in calls:
-                await self._run_tool(turn, call)
+            request = ChatMessage("assistant", "", tool_calls=calls)
+            self.context.add(request)
+            results: list[ChatMessage] = []
+            try:
+                for call in calls:
+                    results.append(await self._run_tool(turn, call))
+            except asyncio.CancelledError:
+                # The calls belong to this generation: interrupted, they are abandoned, and
+                # the conversation must not keep a request without its results.
+                self.context.remove(request)
+                raise
+            for result in results:
+                self.context.add(result)
 
     async def _say(self, turn: int, reply: ChatMessage, text: str) -> None:
         now = self._rt.clock.now()
@@ -95,7 +105,7 @@ class LLMNode(Node):
         reply.content += text
         await self.emit(LLMTextFrame(ts=now, text=text, turn_id=turn))
 
-    async def _run_tool(self, turn: int, call: ToolCall) -> None:
+    async def _run_tool(self, turn: int, call: ToolCall) -> ChatMessage:
         tool = self._agent.tool(call.name)
         if tool is None:
             result, error = f"Error: there is no tool named {call.name!r}", True
@@ -104,7 +114,7 @@ class LLMNode(Node):
         self._rt.events.emit(ToolCallEvent(ts=self._rt.clock.now(), name=call.name,
                                            arguments=call.arguments, result=result,
                                            error=error, turn_id=turn))
-        self.context.add(ChatMessage("tool", result, tool_call_id=call.id, name=call.name))
+        return ChatMessage("tool", result, tool_call_id=call.id, name=call.name)
 
     async def on_system(self, frame: SystemFrame) -> None:
         if isinstance(frame, ReplyTruncatedFrame):

@@ -1,5 +1,7 @@
 """Streaming speech-to-text: feeds the user's speech to an STT stream, emits transcripts.
 
+It takes audio and speech start/stop frames from the VAD and sends on only transcripts.
+
 Only speech reaches the recogniser (plus a little audio from before the VAD was sure, so the
 first syllable survives): Whisper-style models invent words in silence. When the user pauses
 the stream decodes at once, so the final transcript is usually ready by the time the
@@ -39,7 +41,8 @@ class STTNode(Node):
         self._recent: deque[AudioFrame] = deque()  # audio before speech was confirmed
         self._pre_roll = options.pre_roll
         self._keep = options.pre_roll + options.min_speech
-        self._turn_id = 1
+        self._heard_until = 0.0  # media time of everything taken in so far
+        self._ends: deque[EndOfTurnFrame] = deque()  # turns ended, not yet finalised
 
     async def process(self, frame: DataFrame) -> None:
         if isinstance(frame, AudioFrame):
@@ -49,6 +52,7 @@ class STTNode(Node):
                 self._recent.append(frame)
                 while self._recent and frame.ts - self._recent[0].ts > self._keep:
                     self._recent.popleft()
+            self._heard_until = frame.ts + frame.duration
         elif isinstance(frame, SpeechStarted):
             self._in_speech = True
             earliest = frame.ts - self._pre_roll
@@ -58,15 +62,16 @@ class STTNode(Node):
                 await self._push(np.concatenate(backlog))
         elif isinstance(frame, SpeechStopped):
             self._in_speech = False
+            self._heard_until = max(self._heard_until, frame.ts)
             async with self._lock:
                 result = await self._stream.pause()
-            await self._publish(result, final=False, turn_id=self._turn_id)
-        await self.emit(frame)
+            await self._publish(result, final=False, turn_id=self._rt.user_turn or 0)
+        await self._finish_due_turns()
 
     async def _push(self, samples: np.ndarray) -> None:
         async with self._lock:
             result = await self._stream.push(samples)
-        await self._publish(result, final=False, turn_id=self._turn_id)
+        await self._publish(result, final=False, turn_id=self._rt.user_turn or 0)
 
     async def _publish(self, result: Transcript | None, *, final: bool, turn_id: int) -> None:
         if result is None:
@@ -82,12 +87,18 @@ class STTNode(Node):
 
     async def on_system(self, frame: SystemFrame) -> None:
         if isinstance(frame, EndOfTurnFrame):
-            # Everything the endpointer judged has already passed through here, so the
-            # stream holds the whole turn; audio still queued belongs to what comes next.
+            self._ends.append(frame)
+            await self._finish_due_turns()
+
+    async def _finish_due_turns(self) -> None:
+        """Finalise each ended turn once this stage has taken in all of its speech: the
+        endpointer, fed by the VAD directly, can decide before a slow decode lets the last
+        of the turn's audio through here."""
+        while self._ends and self._heard_until >= self._ends[0].speech_end_ts:
+            end = self._ends.popleft()
             async with self._lock:
                 result = await self._stream.finish()
-            self._turn_id = frame.turn_id + 1
-            await self._publish(result, final=True, turn_id=frame.turn_id)
+            await self._publish(result, final=True, turn_id=end.turn_id)
 
     async def on_stop(self) -> None:
         await self._stream.aclose()

@@ -20,18 +20,42 @@ from ..runtime import SessionRuntime
 HYSTERESIS = 0.15
 
 
+class SpeechSegmenter:
+    """Speech on/off from per-window probabilities: hysteresis, ``min_speech`` to start,
+    ``min_silence`` to stop. Reports each change with the time it really happened."""
+
+    def __init__(self, options: EndpointingOptions) -> None:
+        self._opts = options
+        self.speaking = False
+        self._run_start: float | None = None  # start of the current contrary run
+
+    def update(self, prob: float, start: float, end: float) -> float | None:
+        """Feed one window [start, end); returns the time of a change of state, if any."""
+        threshold = self._opts.activation_threshold
+        voiced = prob >= (threshold - HYSTERESIS if self.speaking else threshold)
+        if voiced == self.speaking:
+            self._run_start = None
+            return None
+        if self._run_start is None:
+            self._run_start = start
+        needed = self._opts.min_speech if voiced else self._opts.min_silence
+        if end - self._run_start < needed:
+            return None
+        changed_at, self._run_start = self._run_start, None
+        self.speaking = voiced
+        return changed_at
+
+
 class VADNode(Node):
     def __init__(self, vad: VAD, options: EndpointingOptions, runtime: SessionRuntime) -> None:
         super().__init__("vad")
         self._stream = vad.stream()
         self._window = vad.window_samples
         self._rate = vad.sample_rate
-        self._opts = options
+        self._segmenter = SpeechSegmenter(options)
         self._rt = runtime
         self._pending = np.zeros(0, dtype=np.float32)
         self._pending_ts = 0.0
-        self.speaking = False
-        self._run_start: float | None = None  # start of the current speech (or silence) run
 
     async def process(self, frame: DataFrame) -> None:
         if not isinstance(frame, AudioFrame):
@@ -45,23 +69,12 @@ class VADNode(Node):
             window, self._pending = self._pending[:self._window], self._pending[self._window:]
             start = self._pending_ts
             self._pending_ts += self._window / self._rate
-            await self._on_window(self._stream.probability(window), start, self._pending_ts)
-
-    async def _on_window(self, prob: float, start: float, end: float) -> None:
-        threshold = self._opts.activation_threshold
-        voiced = prob >= threshold if not self.speaking else prob >= threshold - HYSTERESIS
-        if voiced != self.speaking:
-            if self._run_start is None:
-                self._run_start = start
-            needed = self._opts.min_speech if voiced else self._opts.min_silence
-            if end - self._run_start >= needed:
-                await self._flip(voiced, self._run_start)
-        else:
-            self._run_start = None
+            changed = self._segmenter.update(self._stream.probability(window), start,
+                                             self._pending_ts)
+            if changed is not None:
+                await self._flip(self._segmenter.speaking, changed)
 
     async def _flip(self, speaking: bool, ts: float) -> None:
-        self.speaking = speaking
-        self._run_start = None
         await self.emit(SpeechStarted(ts=ts) if speaking else SpeechStopped(ts=ts))
         await self.broadcast(UserSpeakingFrame(ts=ts, speaking=speaking))
         self._rt.events.emit(UserSpeakingEvent(ts=ts, speaking=speaking))

@@ -14,6 +14,7 @@ from ..frames import (
     DataFrame,
     EndFrame,
     InterruptionFrame,
+    PlayoutPauseFrame,
     ReplyEnd,
     ReplyTruncatedFrame,
     SystemFrame,
@@ -31,10 +32,41 @@ class AudioSourceNode(Node):
     def __init__(self, runtime: SessionRuntime, name: str = "input") -> None:
         super().__init__(name)
         self.runtime = runtime
+        self.t = 0.0  # media time of the next frame
         self._bad_samples = 0
 
     async def produce(self) -> None:
         raise NotImplementedError
+
+    async def play(self, samples: np.ndarray) -> None:
+        """Send a recording as a microphone would: 20 ms frames, each when it is complete
+        on the session clock, continuing the timeline at ``self.t``."""
+        step = round(PIPELINE_RATE * FRAME_SECONDS)
+        for start in range(0, len(samples), step):
+            piece = samples[start:start + step]
+            if len(piece) < step:
+                piece = np.pad(piece, (0, step - len(piece)))
+            await self.runtime.clock.sleep_until(self.t + FRAME_SECONDS)
+            await self.emit_audio(piece, self.t)
+            self.t += FRAME_SECONDS
+
+    async def play_silence_until(self, done, max_seconds: float, hold: float = 0.0) -> bool:
+        """An open, quiet microphone until ``done()`` has held for ``hold`` seconds (True)
+        or ``max_seconds`` passed (False)."""
+        silence = np.zeros(round(PIPELINE_RATE * FRAME_SECONDS), np.float32)
+        deadline, since = self.t + max_seconds, None
+        while self.t < deadline:
+            await self.play(silence)
+            if done():
+                since = self.t if since is None else since
+                if self.t - since >= hold:
+                    return True
+            else:
+                since = None
+        return False
+
+    def agent_done(self) -> bool:
+        return self.runtime.idle and self.runtime.agent_state == "listening"
 
     async def emit_audio(self, samples: np.ndarray, ts: float) -> None:
         """Send 16 kHz mono float32 on; NaN/inf samples become silence, reported once."""
@@ -107,6 +139,7 @@ class AudioSinkNode(Node):
                 rt.set_agent_state("speaking", ts)
             elif event.turn_id in rt.active_replies:
                 rt.active_replies.discard(event.turn_id)
+                rt.protected_replies.discard(event.turn_id)
                 rt.metrics.finish(event.turn_id)
                 if not rt.active_replies:
                     rt.set_agent_state("listening", ts)
@@ -121,9 +154,14 @@ class AudioSinkNode(Node):
             t += FRAME_SECONDS
 
     async def on_system(self, frame: SystemFrame) -> None:
-        if not isinstance(frame, InterruptionFrame):
-            return
+        if isinstance(frame, PlayoutPauseFrame):
+            self.buffer.paused = frame.paused
+        elif isinstance(frame, InterruptionFrame):
+            await self._interrupt(frame)
+
+    async def _interrupt(self, frame: InterruptionFrame) -> None:
         rt = self.runtime
+        self.buffer.paused = False
         affected = {t for t in rt.active_replies if frame.affects(t)}
         for turn in sorted(affected):
             heard = self.buffer.heard_text(turn)
@@ -134,6 +172,7 @@ class AudioSinkNode(Node):
         self.buffer.drop(affected)
         self._resampler = None
         rt.active_replies.difference_update(affected)
+        rt.protected_replies.difference_update(affected)
         if not rt.active_replies:
             rt.set_agent_state("listening", frame.ts)
 

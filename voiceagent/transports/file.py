@@ -12,7 +12,7 @@ import numpy as np
 
 from ..audio import PIPELINE_RATE
 from ..runtime import SessionRuntime
-from .base import FRAME_SECONDS, AudioSinkNode, AudioSourceNode
+from .base import AudioSinkNode, AudioSourceNode
 
 
 class FileAudioInput(AudioSourceNode):
@@ -24,29 +24,9 @@ class FileAudioInput(AudioSourceNode):
         self.idle_grace = idle_grace
 
     async def produce(self) -> None:
-        clock = self.runtime.clock
-        step = round(PIPELINE_RATE * FRAME_SECONDS)
-        t = 0.0
-        for start in range(0, len(self.samples), step):
-            piece = self.samples[start:start + step]
-            if len(piece) < step:
-                piece = np.pad(piece, (0, step - len(piece)))
-            await clock.sleep_until(t + FRAME_SECONDS)  # a microphone delivers a frame at its end
-            await self.emit_audio(piece, t)
-            t += FRAME_SECONDS
+        await self.play(self.samples)
         # An open microphone after the recording: silence until the agent is done.
-        silence = np.zeros(step, dtype=np.float32)
-        end, idle_since = t, None
-        while t - end < self.max_tail:
-            await clock.sleep_until(t + FRAME_SECONDS)
-            await self.emit_audio(silence, t)
-            t += FRAME_SECONDS
-            if self.runtime.idle and self.runtime.agent_state == "listening":
-                idle_since = t if idle_since is None else idle_since
-                if t - idle_since >= self.idle_grace:
-                    return
-            else:
-                idle_since = None
+        await self.play_silence_until(self.agent_done, self.max_tail, self.idle_grace)
 
 
 class FileAudioOutput(AudioSinkNode):

@@ -1,0 +1,48 @@
+"""Smart Turn v3.2: an audio end-of-turn model (ONNX, BSD-2-Clause) from the pipecat-ai wheel.
+
+It hears the last 8 s of the user's turn and says how likely the user has finished: prosody,
+not words. Input is Whisper's log-mel spectrogram of zero-mean, unit-variance audio, left-padded
+to 8 s; faster-whisper's feature extractor computes exactly that. The ONNX session is shared;
+calls are independent, so any number of sessions may use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from voiceagent.deps import packaged_file, require
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 8
+
+
+def bundled_model_path() -> Path:
+    # The wheel is installed --no-deps for this file alone; pipecat itself is not imported.
+    return packaged_file("pipecat", "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+                         "pipecat-ai")
+
+
+class SmartTurn:
+    def __init__(self, model: str | None = None, threads: int = 1) -> None:
+        ort = require("onnxruntime", "onnxruntime", extra="turn")
+        features = require("faster_whisper.feature_extractor", "faster-whisper", extra="turn")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(model or bundled_model_path()), options,
+                                             providers=["CPUExecutionProvider"])
+        self._features = features.FeatureExtractor(
+            feature_size=80, sampling_rate=SAMPLE_RATE, hop_length=160,
+            chunk_length=WINDOW_SECONDS, n_fft=400)
+
+    def probability(self, audio: np.ndarray) -> float:
+        """P(the turn is complete) for 16 kHz mono audio ending now (blocking; ~30 ms)."""
+        n = WINDOW_SECONDS * SAMPLE_RATE
+        x = np.asarray(audio, dtype=np.float32)[-n:]
+        x = np.pad(x, (n - len(x), 0))
+        x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+        mel = self._features(x, padding=0)[:, : n // 160]
+        out = self._session.run(None, {"input_features": mel[None].astype(np.float32)})[0]
+        return float(out[0, 0])

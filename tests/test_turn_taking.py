@@ -1,0 +1,231 @@
+"""Turn-taking on real speech: the hybrid endpointer waits through unfinished sentences,
+barge-in stops the agent, backchannels and noises do not, the context keeps only heard words,
+protected speech is not interrupted, and an interrupted generation's tool calls never run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from voiceagent import Agent, AgentOptions, function_tool
+from voiceagent.agent import EndpointingOptions
+from voiceagent.audio import PIPELINE_RATE, load_audio, resample, rms_dbfs
+from voiceagent.backends import LLMDelta, ToolCall
+from voiceagent.events import (
+    AgentTextEvent,
+    BargeInEvent,
+    ToolCallEvent,
+    UserSpeakingEvent,
+    UserTurnEvent,
+)
+from voiceagent.nodes.endpointer import _without_phrases
+from voiceagent.runner import converse_with_file
+from voiceagent.session import AgentSession, resolve_backends
+from voiceagent.transports.file import FileAudioOutput
+from voiceagent.turn_eval import ScriptedUserInput, silent_from
+from voiceagent.turn_policy import required_silence
+from voiceagent.wer import normalize
+
+STORY = "You are a storyteller. Always answer with a long story of at least six sentences."
+
+
+# -- the policy, as logic --------------------------------------------------------------------
+
+
+def test_required_silence_adapts_to_the_scores():
+    o = EndpointingOptions()
+    assert required_silence(o, 0.95, None) == o.complete_silence  # confident audio alone
+    assert required_silence(o, 0.6, None) == o.incomplete_silence  # not enough: wait
+    assert required_silence(o, 0.9, 0.9) == o.complete_silence
+    assert required_silence(o, 0.0, 0.0) == o.incomplete_silence
+    middle = required_silence(o, 0.3, 0.3)
+    assert o.complete_silence < middle < o.incomplete_silence
+    assert required_silence(o.model_copy(update={"mode": "vad"}), 1.0, 1.0) == o.silence_timeout
+
+
+def test_backchannel_phrases_are_removed_whole():
+    phrases = [normalize(p) for p in ("mm-hmm", "i see", "yeah")]
+    assert _without_phrases(normalize("Yeah, I see."), phrases) == []
+    assert _without_phrases(normalize("yeah stop please"), phrases) == ["stop", "please"]
+
+
+# -- real sessions ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backends():
+    return resolve_backends(Agent(STORY))
+
+
+@pytest.fixture(scope="module")
+def speech(speech_dir):
+    return lambda name: load_audio(speech_dir / f"{name}.wav")
+
+
+async def scripted(agent: Agent, backends, first: np.ndarray, second: np.ndarray,
+                   after: float = 1.0, before_start=None):
+    script = ScriptedUserInput(first, second, after=after)
+    session = AgentSession(agent, script.node, lambda rt: FileAudioOutput(rt),
+                           backends=backends)
+    events: list = []
+    session.events.subscribe(events.append)
+    await session.start()
+    try:
+        if before_start is not None:
+            await before_start(session)
+        assert await session.wait(120)
+    finally:
+        await session.stop()
+    return session, script, events
+
+
+def of(events, kind):
+    return [e for e in events if isinstance(e, kind)]
+
+
+pytestmark = pytest.mark.slow
+
+
+async def test_a_pause_mid_sentence_does_not_end_the_turn(speech, backends):
+    audio = speech("harvard_sb_spk1_snt2")  # "Drop the two when you | add the figures."
+    stt = backends["stt"]
+    words = await asyncio.to_thread(stt.timed_words, audio)
+    you = next(w for w in words if normalize(w.text) == ["you"])
+    cut = int(you.end * PIPELINE_RATE) + 800
+    gapped = np.concatenate([audio[:cut], np.zeros(PIPELINE_RATE, np.float32), audio[cut:]])
+    result = await converse_with_file(Agent(STORY), gapped, backends=backends)
+    turns = of(result.events, UserTurnEvent)
+    assert len(turns) == 1, [t.text for t in turns]
+    assert normalize(turns[0].text)[-2:] == ["the", "figures"]
+
+
+async def test_the_hybrid_endpointer_ends_a_complete_turn_sooner_than_its_long_wait(
+        speech, backends):
+    result = await converse_with_file(Agent(STORY), speech("timit_ldc93s1"), backends=backends)
+    turn = of(result.events, UserTurnEvent)[0]
+    assert turn.audio_score is not None
+    delay = result.metrics[0].end_of_turn
+    assert delay is not None and delay < EndpointingOptions().incomplete_silence
+
+
+async def test_barge_in_stops_the_agent_and_keeps_only_heard_words(speech, backends):
+    session, script, events = await scripted(
+        Agent(STORY), backends, speech("azure_whats_the_weather_like"),
+        speech("harvard_sb_spk1_snt3"))
+    actions = [e.action for e in of(events, BargeInEvent)]
+    assert actions[:2] == ["paused", "interrupted"]
+    onset = next(e.ts for e in of(events, UserSpeakingEvent)
+                 if e.speaking and e.ts >= script.second_at - 0.1)
+    out = session.output.audio
+    before = out[int((script.second_at - 0.8) * 16000):int(script.second_at * 16000)]
+    assert rms_dbfs(before) > -50  # the agent was talking
+    silent = silent_from(out, script.second_at, hold=1.5)
+    assert silent is not None and silent - onset < 0.6  # and went silent at once
+    cut = [e for e in of(events, AgentTextEvent) if e.interrupted]
+    assert len(cut) == 1 and cut[0].text
+    first_reply = [m for m in session.context.history if m.role == "assistant"][0]
+    assert first_reply.content == cut[0].text  # the context holds what was heard
+    users = [m.content for m in session.context.history if m.role == "user"]
+    assert len(users) == 2 and "air" in users[1].lower()  # and the barge-in was answered
+
+
+async def synthetic_backchannel(backends) -> np.ndarray:
+    """There is no recorded "yeah" in the shared clips: Piper says it."""
+    tts = backends["tts"]
+    pieces = [p async for p in tts.synthesize("Yeah.")]
+    return resample(np.concatenate(pieces), tts.sample_rate, PIPELINE_RATE)
+
+
+async def test_a_backchannel_pauses_then_resumes_the_agent(speech, backends):
+    yeah = await synthetic_backchannel(backends)
+    session, script, events = await scripted(Agent(STORY), backends,
+                                             speech("azure_whats_the_weather_like"), yeah)
+    actions = [e.action for e in of(events, BargeInEvent)]
+    assert "interrupted" not in actions
+    assert actions == ["paused", "resumed"]
+    assert not [e for e in of(events, AgentTextEvent) if e.interrupted]
+    assert len(of(events, UserTurnEvent)) == 1  # "yeah" is not a turn
+    resumed = next(e.ts for e in of(events, BargeInEvent) if e.action == "resumed")
+    out = session.output.audio
+    assert rms_dbfs(out[int((resumed + 0.1) * 16000):int((resumed + 1.5) * 16000)]) > -50
+
+
+async def test_a_noise_without_words_resumes_the_agent(speech, backends):
+    rng = np.random.default_rng(0)
+    burst = (rng.standard_normal(int(0.35 * PIPELINE_RATE)) * 0.3).astype(np.float32)
+    noise = np.concatenate([burst, np.zeros(int(0.5 * PIPELINE_RATE), np.float32)])
+    session, script, events = await scripted(Agent(STORY), backends,
+                                             speech("azure_whats_the_weather_like"), noise)
+    assert "interrupted" not in [e.action for e in of(events, BargeInEvent)]
+    assert not [e for e in of(events, AgentTextEvent) if e.interrupted]
+    assert len(of(events, UserTurnEvent)) == 1
+
+
+async def test_protected_speech_is_not_interrupted(speech, backends):
+    notice = ("Before we begin, please note that this call may be recorded for quality "
+              "purposes, and that you can ask for a human agent at any time.")
+
+    async def say_notice(session):
+        await session.say(notice, allow_interruptions=False)
+
+    session, script, events = await scripted(
+        Agent(STORY), backends, np.zeros(int(0.2 * PIPELINE_RATE), np.float32),
+        speech("harvard_sb_spk1_snt4"), before_start=say_notice)
+    assert not of(events, BargeInEvent)
+    texts = [e for e in of(events, AgentTextEvent) if e.final]
+    assert not any(e.interrupted for e in texts)
+    assert of(events, UserTurnEvent)  # the user was heard and answered afterwards
+
+
+ran: list[str] = []
+
+
+@function_tool
+async def slow_lookup(query: str) -> str:
+    """Look something up (slowly)."""
+    await asyncio.sleep(4)
+    ran.append(query)
+    return "found it"
+
+
+class ToolThenTalkLLM:
+    """Asks for a tool on the first call, then talks: to test who owns tool calls."""
+
+    async def chat(self, messages, tools=()) -> AsyncIterator[LLMDelta]:
+        if tools and not any(m.role == "tool" for m in messages):
+            yield LLMDelta(tool_call=ToolCall("call_1", "slow_lookup", '{"query": "x"}'))
+            return
+        yield LLMDelta(text="Here is what I found.")
+
+
+async def test_an_interrupted_generation_never_runs_its_tool_calls_later(speech, backends):
+    ran.clear()
+    llm = ToolThenTalkLLM()
+    agent = Agent(STORY, tools=[slow_lookup], llm=llm)
+    session = AgentSession(agent, lambda rt: ScriptedUserInput(
+        speech("azure_whats_the_weather_like"), np.zeros(1, np.float32)).node(rt),
+        lambda rt: FileAudioOutput(rt), backends={**backends, "llm": llm})
+    events: list = []
+    session.events.subscribe(events.append)
+    await session.start()
+    try:
+        for _ in range(400):
+            if session.runtime.agent_state == "thinking":
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the tool is running now
+        await session.interrupt()
+        await asyncio.sleep(5)  # longer than the tool would take
+    finally:
+        await session.stop()
+    assert ran == []
+    assert not of(events, ToolCallEvent)
+    assert not [m for m in session.context.history if m.tool_calls or m.role == "tool"]
+
+
+def test_options_validate():
+    with pytest.raises(ValueError):
+        AgentOptions(endpointing={"mode": "telepathy"})

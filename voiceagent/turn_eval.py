@@ -1,0 +1,201 @@
+"""Turn-taking evaluation on real recordings: a test set, the pauses in it, and how an
+endpointing policy decides at each pause.
+
+The test set comes from any folder of clips with transcripts: each clip whole, followed by
+silence (a complete turn), and the same clip split at word boundaries (found by the STT's word
+timings) with 0.5 to 1.5 s of silence inserted mid-sentence (a turn that is not over).
+
+Every pause is measured once with the real models: when the VAD reports it, the audio model's
+score and how long it took, the transcript decoded at the pause, its completeness score and
+how long both took. A policy is then replayed over those measurements on the 20 ms grid the
+endpointer runs on (the same :func:`voiceagent.turn_policy.required_silence`), so many
+settings can be compared without re-running the models, and with their real latencies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .agent import EndpointingOptions
+from .audio import PIPELINE_RATE
+from .turn_policy import required_silence
+
+FRAME = 0.02
+INSERTED_PAUSES = (0.5, 1.0, 1.5)
+
+
+@dataclass
+class Case:
+    name: str
+    audio: np.ndarray
+    kind: str  # "complete" or "split"
+    #: split cases: the inserted pause [start, end) in seconds
+    gap: tuple[float, float] | None = None
+
+
+@dataclass
+class Pause:
+    speech_end: float  # when speech stopped (media time)
+    reported: float  # when the VAD was sure of it
+    resumed: float  # when speech started again (inf: never)
+    audio_score: float
+    audio_latency: float
+    text: str
+    text_score: float
+    text_latency: float  # transcript decode plus its scoring
+
+
+def build_cases(name: str, audio: np.ndarray, words: list, tail: float = 2.5,
+                splits: int = 3) -> list[Case]:
+    """The complete case and up to ``splits`` split cases of one clip."""
+    silence = np.zeros(int(tail * PIPELINE_RATE), np.float32)
+    cases = [Case(name, np.concatenate([audio, silence]), "complete")]
+    inner = [(a.end, b.start) for a, b in zip(words, words[1:]) if b.start - a.end < 0.25]
+    if len(inner) < 2:
+        return cases
+    picks = np.linspace(0, len(inner) - 1, splits + 2)[1:-1].round().astype(int)
+    for n, i in enumerate(sorted(set(picks))):
+        cut = int((inner[i][0] + inner[i][1]) / 2 * PIPELINE_RATE)
+        gap = INSERTED_PAUSES[n % len(INSERTED_PAUSES)]
+        pad = np.zeros(int(gap * PIPELINE_RATE), np.float32)
+        at = cut / PIPELINE_RATE
+        cases.append(Case(f"{name}@{at:.2f}+{gap}", np.concatenate(
+            [audio[:cut], pad, audio[cut:], silence]), "split", (at, at + gap)))
+    return cases
+
+
+def vad_segments(vad, audio: np.ndarray,
+                 opts: EndpointingOptions) -> list[tuple[float, float, float]]:
+    """(speech start, speech end, when the end was reported), as the VAD node sees them."""
+    from .nodes.vad import SpeechSegmenter
+
+    stream, segmenter, win = vad.stream(), SpeechSegmenter(opts), vad.window_samples
+    segments, start = [], 0.0
+    for i in range(0, len(audio) - win + 1, win):
+        t0, t1 = i / PIPELINE_RATE, (i + win) / PIPELINE_RATE
+        changed = segmenter.update(stream.probability(audio[i:i + win]), t0, t1)
+        if changed is None:
+            continue
+        if segmenter.speaking:
+            start = changed
+        else:
+            segments.append((start, changed, t1))
+    if segmenter.speaking:
+        segments.append((start, len(audio) / PIPELINE_RATE, float("inf")))
+    return segments
+
+
+def measure_pauses(case: Case, vad, stt, turn_detector, completeness,
+                   opts: EndpointingOptions) -> list[Pause]:
+    """Every pause of ``case``, scored by the real models, with their latencies."""
+    segments = vad_segments(vad, case.audio, opts)
+    pauses = []
+    first_start = segments[0][0] if segments else 0.0
+    for n, (_, end, reported) in enumerate(segments):
+        if reported == float("inf"):
+            continue
+        resumed = segments[n + 1][0] if n + 1 < len(segments) else float("inf")
+        upto = int(reported * PIPELINE_RATE)
+        t = time.perf_counter()
+        audio_score = turn_detector.probability(case.audio[:upto])
+        audio_latency = time.perf_counter() - t
+        t = time.perf_counter()
+        begin = max(0, int((first_start - opts.pre_roll) * PIPELINE_RATE))
+        text = " ".join(stt.words(case.audio[begin:upto], final=True))
+        text_score = completeness.probability(text) if text else 0.0
+        text_latency = time.perf_counter() - t
+        pauses.append(Pause(end, reported, resumed, audio_score, audio_latency, text,
+                            text_score, text_latency))
+    return pauses
+
+
+def decision(pause: Pause, opts: EndpointingOptions) -> float | None:
+    """When the policy ends the turn in this pause (None: speech resumed first)."""
+    t = pause.reported
+    while t < pause.resumed:
+        audio = pause.audio_score if t >= pause.reported + pause.audio_latency else None
+        text = pause.text_score if t >= pause.reported + pause.text_latency else None
+        if t - pause.speech_end >= required_silence(opts, audio, text):
+            return t
+        t += FRAME
+        if t - pause.speech_end > 60:
+            return None
+    return None
+
+
+@dataclass
+class Outcome:
+    delays: list[float]  # complete cases: end of speech -> decision
+    cutoffs: int  # split cases ended inside the inserted pause
+    splits: int
+    missed: int  # complete cases never ended (should be 0)
+
+    @property
+    def median_delay(self) -> float | None:
+        return float(np.median(self.delays)) if self.delays else None
+
+    @property
+    def cutoff_rate(self) -> float:
+        return self.cutoffs / self.splits if self.splits else 0.0
+
+
+def evaluate(measured: list[tuple[Case, list[Pause]]], opts: EndpointingOptions) -> Outcome:
+    delays, cutoffs, splits, missed = [], 0, 0, 0
+    for case, pauses in measured:
+        if case.kind == "complete":
+            last = pauses[-1] if pauses else None
+            decided = decision(last, opts) if last else None
+            if decided is None:
+                missed += 1
+            else:
+                delays.append(decided - last.speech_end)
+        else:
+            splits += 1
+            assert case.gap is not None
+            inside = [p for p in pauses if case.gap[0] - 0.3 <= p.speech_end <= case.gap[1]]
+            cutoffs += any(decision(p, opts) is not None for p in inside)
+    return Outcome(delays, cutoffs, splits, missed)
+
+
+class ScriptedUserInput:
+    """A user who speaks, waits until the agent has talked for ``after`` seconds, then
+    speaks again over it (a barge-in, a backchannel or a cough)."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, after: float = 1.0,
+                 max_tail: float = 20.0) -> None:
+        self.first, self.second, self.after, self.max_tail = first, second, after, max_tail
+        self.second_at: float | None = None  # media time the second utterance began
+
+    def node(self, runtime):
+        from .transports.base import AudioSourceNode
+
+        script = self
+
+        class _Source(AudioSourceNode):
+            async def produce(self) -> None:
+                await self.play(script.first)
+                await self.play_silence_until(lambda: runtime.agent_state == "speaking",
+                                              script.max_tail, script.after)
+                script.second_at = self.t
+                await self.play(script.second)
+                await self.play_silence_until(self.agent_done, script.max_tail, 0.6)
+
+        return _Source(runtime)
+
+
+def silent_from(audio: np.ndarray, start: float, hold: float = 1.0,
+                threshold: float = 1e-3) -> float | None:
+    """The first time at or after ``start`` from which ``audio`` (16 kHz) stays below
+    ``threshold`` RMS, in 20 ms frames, for ``hold`` seconds (None: it never does)."""
+    frame = int(FRAME * PIPELINE_RATE)
+    first = int(start * PIPELINE_RATE) // frame
+    rms = [float(np.sqrt(np.mean(audio[i * frame:(i + 1) * frame] ** 2)))
+           for i in range(first, len(audio) // frame)]
+    span = int(hold / FRAME)
+    for k in range(len(rms) - span + 1):
+        if max(rms[k:k + span]) < threshold:
+            return (first + k) * FRAME
+    return None

@@ -1,0 +1,36 @@
+"""The hybrid end-of-turn policy: how much silence to wait for, given what the models say.
+
+Pure functions, shared by the endpointer node and the turn-taking benchmark, so what is
+measured is what runs.
+"""
+
+from __future__ import annotations
+
+from .agent import EndpointingOptions
+
+
+def combined_score(opts: EndpointingOptions, audio: float | None,
+                   text: float | None) -> float | None:
+    """One completeness score from the audio model and the text model, or None (unknown).
+    Before the transcript is scored, the audio model alone decides only when confident."""
+    if audio is not None and text is not None:
+        return opts.audio_weight * audio + (1 - opts.audio_weight) * text
+    if audio is not None:
+        return audio if audio >= opts.confident_audio else None
+    return text
+
+
+def required_silence(opts: EndpointingOptions, audio: float | None = None,
+                     text: float | None = None) -> float:
+    """Silence after the end of speech that ends the turn."""
+    if opts.mode != "hybrid":
+        return opts.silence_timeout
+    score = combined_score(opts, audio, text)
+    if score is None:  # not known yet (or the models failed): wait as for an unfinished turn
+        return opts.incomplete_silence
+    if score >= opts.complete_score:
+        return opts.complete_silence
+    if score <= opts.incomplete_score:
+        return opts.incomplete_silence
+    share = (score - opts.incomplete_score) / (opts.complete_score - opts.incomplete_score)
+    return opts.incomplete_silence + share * (opts.complete_silence - opts.incomplete_silence)
