@@ -28,10 +28,11 @@ def test_ci_runs_the_readme_test_command():
     assert setup_and_test in ci_lines
 
 
-def test_the_demo_command_uses_files_in_the_repository():
+def test_the_demo_command_serves_an_agent_file_in_the_repository():
     demo = readme_commands()[0]
-    for path in re.findall(r"(examples/\S+)", demo):
-        assert (REPO / path).is_file(), path
+    assert " serve " in demo
+    paths = re.findall(r"(examples/\S+)", demo)
+    assert paths and all((REPO / p).is_file() for p in paths)
 
 
 @pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.py")),

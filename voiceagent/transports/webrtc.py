@@ -1,0 +1,161 @@
+"""WebRTC media: a browser's microphone in, the agent's voice out (aiortc).
+
+Inbound Opus arrives decoded as 48 kHz s16 frames (often stereo even from a mono microphone);
+:class:`WebRTCAudioInput` converts it once to the pipeline's 16 kHz mono float32. Outbound,
+:class:`AgentAudioTrack` is the track the browser hears: its ``recv()`` is paced on the
+session clock and pulls one 20 ms frame at a time from :class:`WebRTCAudioOutput`, silence
+when the agent is quiet, so the browser gets a steady stream with no bursts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from ..audio import PIPELINE_RATE, StreamResampler, to_mono_float
+from ..clock import SessionClock
+from ..frames import InterruptionFrame, SystemFrame
+from ..runtime import SessionRuntime
+from .base import FRAME_SECONDS, AudioSinkNode, AudioSourceNode
+
+log = logging.getLogger(__name__)
+
+WEBRTC_RATE = 48_000
+#: Browsers send audio packets every 20 ms even when muted or silent; this long without one
+#: means the browser is gone (closed without hanging up, network lost).
+INPUT_TIMEOUT = 5.0
+#: Drift past which the input's media time is re-anchored to the clock (lost packets, a pause).
+RESYNC_SECONDS = 0.2
+
+
+class WebRTCAudioInput(AudioSourceNode):
+    """The remote audio track as 20 ms frames of 16 kHz mono; ends the session when it ends.
+
+    While ``muted`` the microphone's audio is replaced by silence, so time keeps flowing
+    (the endpointer still closes a turn the user was in). The input ends, and with it the
+    session, when the track ends or no audio came for ``timeout`` seconds.
+    """
+
+    def __init__(self, track: MediaStreamTrack, runtime: SessionRuntime, *,
+                 timeout: float = INPUT_TIMEOUT) -> None:
+        super().__init__(runtime)
+        self.track = track
+        self.timeout = timeout
+        self.muted = False
+        self._step = round(PIPELINE_RATE * FRAME_SECONDS)
+
+    async def produce(self) -> None:
+        clock = self.runtime.clock
+        resampler: StreamResampler | None = None
+        pending = np.zeros(0, np.float32)
+        t: float | None = None
+        while True:
+            try:
+                frame = await asyncio.wait_for(self.track.recv(), self.timeout)
+            except MediaStreamError:
+                return  # the browser hung up
+            except TimeoutError:
+                log.info("%s: no audio from the browser for %.0f s; ending",
+                         self.runtime.session_id, self.timeout)
+                return
+            if resampler is None or resampler.src_rate != frame.sample_rate:
+                resampler = StreamResampler(frame.sample_rate, PIPELINE_RATE)
+            pending = np.concatenate([pending, resampler(_frame_to_mono(frame))])
+            while len(pending) >= self._step:
+                piece, pending = pending[:self._step], pending[self._step:]
+                now = clock.now()
+                if t is None or abs(now - FRAME_SECONDS - t) > RESYNC_SECONDS:
+                    t = max(0.0, now - FRAME_SECONDS)  # a frame is stamped with its start
+                if self.muted:
+                    piece = np.zeros_like(piece)
+                await self.emit_audio(piece, t)
+                t += FRAME_SECONDS
+
+
+def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded frame (packed or planar, any channel count) as mono float32."""
+    channels = len(frame.layout.channels)
+    data = frame.to_ndarray()
+    if frame.format.is_planar:
+        data = data.T  # (channels, n) -> (n, channels)
+    else:
+        data = data.reshape(-1, channels)
+    return to_mono_float(data)
+
+
+class WebRTCAudioOutput(AudioSinkNode):
+    """The agent's voice at 48 kHz for :class:`AgentAudioTrack` to pull.
+
+    Frames go out ``FADE_SECONDS`` late: when a reply is cut off, the held-back tail is faded
+    out instead of stopping mid-waveform, which would click.
+    """
+
+    FADE_SECONDS = 0.01
+
+    def __init__(self, runtime: SessionRuntime) -> None:
+        super().__init__(WEBRTC_RATE, runtime)
+        self._held = np.zeros(round(WEBRTC_RATE * self.FADE_SECONDS), np.float32)
+        self._cut = False
+
+    async def next_frame(self, ts: float) -> np.ndarray:
+        fresh = await super().next_frame(ts)
+        held = self._held
+        if self._cut:
+            held = held * np.linspace(1.0, 0.0, len(held), dtype=np.float32)
+            self._cut = False
+        n = len(held)
+        self._held = fresh[-n:].copy()
+        return np.concatenate([held, fresh[:-n]])
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, InterruptionFrame) and any(
+                frame.affects(t) for t in self.runtime.active_replies):
+            self._cut = True
+        await super().on_system(frame)
+
+
+class AgentAudioTrack(MediaStreamTrack):
+    """The track the browser plays: 20 ms mono s16 frames at 48 kHz, one per 20 ms.
+
+    ``recv()`` sleeps until each frame is due on the session clock and never runs ahead. If
+    the loop stalled and the track fell behind, the timeline is re-anchored rather than
+    catching up in a burst; ``pts`` stays continuous either way.
+    """
+
+    kind = "audio"
+
+    def __init__(self, output: WebRTCAudioOutput, clock: SessionClock) -> None:
+        super().__init__()
+        self.output = output
+        self.clock = clock
+        self._samples = round(WEBRTC_RATE * FRAME_SECONDS)
+        self._time_base = fractions.Fraction(1, WEBRTC_RATE)
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self.clock.now()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._pts / WEBRTC_RATE
+        if now - due > RESYNC_SECONDS:
+            self._start = now - self._pts / WEBRTC_RATE
+            due = now
+        await self.clock.sleep_until(due)
+        samples = await self.output.next_frame(due)
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+        frame = av.AudioFrame(format="s16", layout="mono", samples=self._samples)
+        frame.planes[0].update(pcm.tobytes())
+        frame.sample_rate = WEBRTC_RATE
+        frame.pts = self._pts
+        frame.time_base = self._time_base
+        self._pts += self._samples
+        return frame
