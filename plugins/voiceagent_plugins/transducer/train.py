@@ -1,0 +1,171 @@
+"""Train the shipped phone-command model on this CPU: ``python -m
+voiceagent_plugins.transducer.train --out PATH``.
+
+Speech is synthesised (``synth.py``) once, then augmented anew every epoch (noise, gain,
+silence, SpecAugment-style masks). Each batch uses a random attention chunk so one model
+serves several ``chunk_ms`` settings. The loss is TDT (durations 0-4), so the same checkpoint
+decodes with TDT greedy and, because an RNN-T loss on the token logits is mixed in (NeMo's
+``omega``), with RNN-T greedy and beam search too (durations ignored). An auxiliary CTC
+loss on the encoder (a head thrown away after training) gets it past the all-blank plateau
+sooner, which matters on a CPU budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voiceagent.wer import pooled_wer
+
+from .decoding import GreedyDecoder
+from .checkpoint import load, save
+from .loss import rnnt_loss, tdt_loss
+from .model import ModelConfig, Transducer
+from .streaming import transcribe
+from .synth import augment, synthesize, vocabulary
+
+DURATIONS = [0, 1, 2, 3, 4]
+PEAK_LR = 3e-3
+LAYERS = 2  # on this budget 4 layers stayed on the all-blank plateau; 2 leave it early
+CTC_WEIGHT = 0.3
+RNNT_WEIGHT = 0.5  # without it, RNN-T decoding of the model repeats every token
+
+
+def batches(data: list[tuple[str, np.ndarray]], size: int, rng: random.Random):
+    """Random batches of similar length (fewer padded frames)."""
+    order = sorted(range(len(data)), key=lambda i: len(data[i][1]) + rng.randint(0, 8000))
+    groups = [order[i:i + size] for i in range(0, len(order), size)]
+    rng.shuffle(groups)
+    yield from groups
+
+
+def spec_mask(feats: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    feats = feats.clone()
+    for row in feats:
+        f = rng.randint(0, 12)
+        f0 = rng.randint(0, row.shape[1] - f)
+        row[:, f0:f0 + f] = 0.0
+        if row.shape[0] > 40 and rng.random() < 0.5:
+            t = rng.randint(0, 8)
+            t0 = rng.randint(0, row.shape[0] - t)
+            row[t0:t0 + t] = 0.0
+    return feats
+
+
+def make_batch(model: Transducer, items: list[tuple[str, np.ndarray]], word_id: dict[str, int],
+               rng: np.random.Generator):
+    audios = [torch.from_numpy(augment(a, rng)) for _, a in items]
+    feats = [model.features(a[None])[0] for a in audios]
+    factor = model.cfg.subsampling_factor
+    t_max = -(-max(len(f) for f in feats) // factor) * factor
+    x = torch.stack([torch.nn.functional.pad(f, (0, 0, 0, t_max - len(f))) for f in feats])
+    frames = torch.tensor([-(-len(f) // factor) for f in feats])
+    ys = [[word_id[w] for w in text.split()] for text, _ in items]
+    u_max = max(len(y) for y in ys)
+    targets = torch.tensor([y + [0] * (u_max - len(y)) for y in ys])
+    return x, frames, targets, torch.tensor([len(y) for y in ys])
+
+
+def evaluate(model: Transducer, data: list[tuple[str, np.ndarray]], tdt: bool) -> float:
+    """Word error rate of streaming greedy decoding."""
+    return pooled_wer((text, transcribe(model, audio, GreedyDecoder(model, tdt=tdt)))
+                      for text, audio in data)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--utterances", type=int, default=4000)
+    p.add_argument("--minutes", type=float, default=22.0, help="training wall-time budget")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0, help="augmentation and batching")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--init", type=Path, help="go on training this checkpoint")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng, nrng = random.Random(args.seed), np.random.default_rng(args.seed)
+
+    start = time.monotonic()
+    data = [(u.text, u.audio) for seed in range(1, args.utterances // 500 + 1)
+            for u in synthesize(500, seed, espeak_share=0.45)]
+    print(f"synthesised {len(data)} clips in {time.monotonic() - start:.0f} s", flush=True)
+    # the shipped checkpoint: 4000 clips, the last 60 held out for the progress reports
+    fit(data[:-60], data[-60:], args.out, args.minutes, args.batch, rng, nrng, args.init)
+
+def fit(data: list[tuple[str, np.ndarray]], held_out: list[tuple[str, np.ndarray]], out: Path,
+        minutes: float, batch: int, rng: random.Random, nrng: np.random.Generator,
+        init: Path | None = None) -> Transducer:
+    """Train (or go on training ``init``) for ``minutes``; checkpoints to ``out``."""
+    vocab = vocabulary()
+    word_id = {w: i for i, w in enumerate(vocab)}
+    if init is not None:  # past the plateau: no CTC help needed
+        model, ctc_weight = load(init).train(), 0.0
+    else:
+        model, ctc_weight = Transducer(ModelConfig(vocab, durations=DURATIONS,
+                                                   n_layers=LAYERS)), CTC_WEIGHT
+        with torch.no_grad():  # fixed feature normalisation from augmented training audio
+            sample = torch.cat([model.features(torch.from_numpy(augment(a, nrng))[None])[0]
+                                for _, a in data[:300]])
+            model.encoder.feat_mean.copy_(sample.mean(0))
+            model.encoder.feat_std.copy_(sample.std(0) + 1e-3)
+    ctc_head = torch.nn.Linear(model.cfg.d_model, model.cfg.blank + 1)
+    params = list(model.parameters()) + list(ctc_head.parameters())
+    opt = torch.optim.AdamW(params, lr=PEAK_LR, weight_decay=1e-3)
+    warmup, step, start = 200, 0, time.monotonic()
+    deadline = start + minutes * 60
+    while time.monotonic() < deadline:
+        for group in batches(data, batch, rng):
+            if time.monotonic() >= deadline:
+                break
+            model.train()
+            x, frames, targets, labels = make_batch(model, [data[i] for i in group], word_id,
+                                                    nrng)
+            chunk = rng.choice([1, 2, 2, 4, 8])
+            enc = model.encoder(spec_mask(x, rng), frames, chunk=chunk,
+                                left=rng.choice([8, 16, 32]))
+            blank = torch.full((len(group), 1), model.cfg.blank)
+            g, _ = model.decoder(torch.cat([blank, targets], 1))
+            token_lp, dur_lp = model.joint(model.joint.enc(enc)[:, :, None],
+                                           model.joint.pred(g)[:, None])
+            loss = tdt_loss(token_lp, dur_lp, targets, frames, labels, model.cfg.blank,
+                            DURATIONS)
+            ctc = torch.nn.functional.ctc_loss(
+                ctc_head(enc).log_softmax(-1).transpose(0, 1), targets, frames, labels,
+                blank=model.cfg.blank, zero_infinity=True) if ctc_weight else torch.zeros(())
+            rnnt = rnnt_loss(token_lp, targets, frames, labels, model.cfg.blank)
+            total = loss + ctc_weight * ctc + RNNT_WEIGHT * rnnt
+            frac = (time.monotonic() - start) / (minutes * 60)
+            cosine = max(0.05, 0.5 * (1 + np.cos(np.pi * frac)))
+            lr = PEAK_LR * min(1.0, (step + 1) / warmup) * cosine
+            for group_ in opt.param_groups:
+                group_["lr"] = lr
+            opt.zero_grad()
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            step += 1
+            if step % 100 == 0:
+                print(f"step {step} tdt {loss.item():.3f} ctc {ctc.item():.3f} "
+                      f"rnnt {rnnt.item():.3f} lr {lr:.2e} "
+                      f"{time.monotonic() - start:.0f} s", flush=True)
+            if step % 500 == 0:
+                model.eval()
+                print(f"  held-out WER (tdt greedy) {evaluate(model, held_out[:40], True):.3f}",
+                      flush=True)
+                save(model, out)
+    model.eval()
+    print(f"trained {step} steps in {time.monotonic() - start:.0f} s; held-out WER "
+          f"rnnt {evaluate(model, held_out, False):.3f} tdt {evaluate(model, held_out, True):.3f}",
+          flush=True)
+    save(model, out)
+    return model
+
+
+if __name__ == "__main__":
+    main()
