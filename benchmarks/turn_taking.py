@@ -35,8 +35,8 @@ from voiceagent.turn_eval import (
 )
 
 VAD_TIMEOUTS = (0.3, 0.5, 0.7, 1.0, 1.3, 1.6, 2.0)
-HYBRID_COMPLETE = (0.2, 0.3, 0.4)
-HYBRID_INCOMPLETE = (1.0, 1.5, 2.0)
+HYBRID_COMPLETE_SCORE = (0.6, 0.8, 0.9)
+HYBRID_INCOMPLETE_SCORE = (0.3, 0.5)
 
 
 def policy_rows(measured, base: EndpointingOptions) -> tuple[list[dict], list[dict]]:
@@ -49,10 +49,10 @@ def policy_rows(measured, base: EndpointingOptions) -> tuple[list[dict], list[di
 
     vad = [row(base.model_copy(update={"mode": "vad", "silence_timeout": t}), silence_timeout=t)
            for t in VAD_TIMEOUTS]
-    hybrid = [row(base.model_copy(update={"mode": "hybrid", "complete_silence": c,
-                                          "incomplete_silence": i}),
-                  complete_silence=c, incomplete_silence=i)
-              for c in HYBRID_COMPLETE for i in HYBRID_INCOMPLETE]
+    hybrid = [row(base.model_copy(update={"mode": "hybrid", "complete_score": c,
+                                          "incomplete_score": i}),
+                  complete_score=c, incomplete_score=i)
+              for c in HYBRID_COMPLETE_SCORE for i in HYBRID_INCOMPLETE_SCORE]
     return vad, hybrid
 
 
@@ -68,7 +68,7 @@ async def barge_in_once(agent: Agent, backends, first: np.ndarray, second: np.nd
     onset = next((e.ts for e in events if isinstance(e, UserSpeakingEvent) and e.speaking
                   and e.ts >= script.second_at - 0.1), None)
     confirmed = next((e.ts for e in events if isinstance(e, BargeInEvent)
-                      and e.action == "interrupted"), None)
+                      and e.action == "interrupted" and e.ts >= script.second_at), None)
     if onset is None:
         return {}
     silent_at = silent_from(out, script.second_at, hold=0.2)
@@ -111,8 +111,9 @@ async def main() -> None:
     if not args.no_barge_in:
         agent = Agent("You are a storyteller. Always answer with a story of several sentences.")
         backends = resolve_backends(agent)
-        question = load_audio(selected[0].path)
-        for clip in selected[:3]:
+        shortest = min(selected, key=lambda c: c.seconds)
+        question = load_audio(shortest.path)  # one turn, so the agent answers it at once
+        for clip in [c for c in selected if c is not shortest][:3]:
             result = await barge_in_once(agent, backends, question, load_audio(clip.path))
             if result:
                 barge.append({"clip": clip.name, **result})
@@ -143,9 +144,9 @@ async def main() -> None:
     for r in vad_rows:
         lines.append(f"  {r['silence_timeout']:4.1f} s  {fmt(r['median_delay_s'])}  "
                      f"{r['false_cutoff_rate']:6.1%} ({r['cutoffs']}/{r['splits']})")
-    lines.append("hybrid: complete/incomplete silence -> median delay (ms), false cut-offs")
+    lines.append("hybrid: complete/incomplete score -> median delay (ms), false cut-offs")
     for r in hybrid_rows:
-        lines.append(f"  {r['complete_silence']:.1f}/{r['incomplete_silence']:.1f} s  "
+        lines.append(f"  {r['complete_score']:.1f}/{r['incomplete_score']:.1f}    "
                      f"{fmt(r['median_delay_s'])}  {r['false_cutoff_rate']:6.1%} "
                      f"({r['cutoffs']}/{r['splits']})")
     lines.append(f"default hybrid: median delay {fmt(default.median_delay)} ms, false cut-offs "

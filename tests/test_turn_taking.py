@@ -37,11 +37,12 @@ STORY = "You are a storyteller. Always answer with a long story of at least six 
 
 def test_required_silence_adapts_to_the_scores():
     o = EndpointingOptions()
-    assert required_silence(o, 0.95, None) == o.complete_silence  # confident audio alone
-    assert required_silence(o, 0.6, None) == o.incomplete_silence  # not enough: wait
-    assert required_silence(o, 0.9, 0.9) == o.complete_silence
+    assert required_silence(o, 0.95, None) == o.incomplete_silence  # audio alone: wait
+    eager = o.model_copy(update={"confident_audio": 0.9})
+    assert required_silence(eager, 0.95, None) == o.complete_silence  # unless trusted
+    assert required_silence(o, 0.95, 0.95) == o.complete_silence
     assert required_silence(o, 0.0, 0.0) == o.incomplete_silence
-    middle = required_silence(o, 0.3, 0.3)
+    middle = required_silence(o, 0.7, 0.7)
     assert o.complete_silence < middle < o.incomplete_silence
     assert required_silence(o.model_copy(update={"mode": "vad"}), 1.0, 1.0) == o.silence_timeout
 

@@ -18,8 +18,9 @@ class EndpointingOptions(BaseModel):
     semantic completeness score of the transcript (the local LLM) combine into one score;
     a high score ends the turn after ``complete_silence``, a low one waits up to
     ``incomplete_silence``. ``max_turn`` bounds a turn whatever the signals say, so noise or
-    hold music cannot stall a session. Defaults come from benchmarks/turn_taking.py
-    (docs/benchmarks.md).
+    hold music cannot stall a session. Defaults come from a grid search with
+    benchmarks/turn_taking.py over the shared clips: the lowest false cut-off rate, then the
+    shortest delay (docs/benchmarks.md has the curve).
     """
 
     mode: Literal["vad", "hybrid"] = "hybrid"
@@ -36,18 +37,19 @@ class EndpointingOptions(BaseModel):
     #: rhetorical pauses 1 s; 0.7 s keeps the former whole and splits the latter.
     silence_timeout: float = Field(0.7, ge=0.0)
     #: hybrid: silence needed when the turn looks complete
-    complete_silence: float = Field(0.2, ge=0.0)
+    complete_silence: float = Field(0.3, ge=0.0)
     #: hybrid: silence needed when it looks unfinished ("a table for... uh"), or while the
     #: scores are not known yet
     incomplete_silence: float = Field(2.0, ge=0.0)
     #: hybrid: scores at or above this count as complete, at or below the next as unfinished;
     #: the wait is interpolated between them
-    complete_score: float = Field(0.5, ge=0.0, le=1.0)
-    incomplete_score: float = Field(0.1, ge=0.0, le=1.0)
+    complete_score: float = Field(0.9, ge=0.0, le=1.0)
+    incomplete_score: float = Field(0.5, ge=0.0, le=1.0)
     #: hybrid: weight of the audio model against the text score
     audio_weight: float = Field(0.5, ge=0.0, le=1.0)
-    #: hybrid: an audio score this high ends the turn before the transcript is scored
-    confident_audio: float = Field(0.9, ge=0.0, le=1.0)
+    #: hybrid: an audio score this high ends the turn before the transcript is scored (1.0:
+    #: never; on the shared clips Smart Turn scored 0.96-0.99 mid-sentence too often)
+    confident_audio: float = Field(1.0, ge=0.0, le=1.0)
     #: wall-clock maximum of one user turn, speech or not
     max_turn: float = Field(30.0, gt=0)
 

@@ -53,8 +53,9 @@ def build_cases(name: str, audio: np.ndarray, words: list, tail: float = 2.5,
     """The complete case and up to ``splits`` split cases of one clip."""
     silence = np.zeros(int(tail * PIPELINE_RATE), np.float32)
     cases = [Case(name, np.concatenate([audio, silence]), "complete")]
-    inner = [(a.end, b.start) for a, b in zip(words, words[1:]) if b.start - a.end < 0.25]
-    if len(inner) < 2:
+    inner = [(words[i].end, words[i + 1].start) for i in range(1, len(words) - 2)
+             if _mid_sentence(words, i) and words[i + 1].start - words[i].end < 0.25]
+    if not inner:
         return cases
     picks = np.linspace(0, len(inner) - 1, splits + 2)[1:-1].round().astype(int)
     for n, i in enumerate(sorted(set(picks))):
@@ -65,6 +66,16 @@ def build_cases(name: str, audio: np.ndarray, words: list, tail: float = 2.5,
         cases.append(Case(f"{name}@{at:.2f}+{gap}", np.concatenate(
             [audio[:cut], pad, audio[cut:], silence]), "split", (at, at + gap)))
     return cases
+
+
+def _mid_sentence(words: list, i: int) -> bool:
+    """Whether the boundary after word ``i`` is inside a sentence, judged from the STT's
+    punctuation alone (never from the models under test): no punctuation on the word before,
+    and the sentence goes on for at least two more words."""
+    def ends(w) -> bool:
+        return w.text.rstrip()[-1:] in ".,;:?!"
+
+    return not ends(words[i]) and not ends(words[i + 1])
 
 
 def vad_segments(vad, audio: np.ndarray,
