@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-from common import REPO, clips, emit, median, parser
+from common import add_agent_arguments, agent_from, clips, emit, median, parser
 
 from voiceagent.audio import load_audio
-from voiceagent.cli import add_backend_flags, apply_backend_overrides, load_agent
 from voiceagent.runner import converse_with_file
 from voiceagent.session import resolve_backends
 
@@ -24,12 +23,10 @@ STAGES = ("stt_final", "end_of_turn", "llm_ttft", "tts_ttfa", "voice_to_voice")
 
 async def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--agent", default=str(REPO / "examples" / "basic_agent.py"))
-    add_backend_flags(p)
+    add_agent_arguments(p)
     args = p.parse_args()
     selected = clips(args)
-    agent = load_agent(args.agent)
-    apply_backend_overrides(agent, args)
+    agent = agent_from(args)
     backends = resolve_backends(agent)
     turns, per_clip = [], []
     for clip in selected:

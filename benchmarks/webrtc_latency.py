@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, clips, emit, median, parser
+from common import REPO, add_agent_arguments, agent_from, clips, emit, median, parser
 
 sys.path.insert(0, str(REPO / "tests"))
 from playwright.async_api import async_playwright  # noqa: E402
@@ -32,7 +32,6 @@ from webrtc_harness import (  # noqa: E402
     turns_from_levels,
 )
 
-from voiceagent.cli import add_backend_flags, apply_backend_overrides, load_agent  # noqa: E402
 from voiceagent.server import ServerConfig, create_app  # noqa: E402
 from voiceagent.session import resolve_backends  # noqa: E402
 
@@ -66,14 +65,12 @@ async def measure_clip(pw, url: str, clip, runs: int, workdir: Path) -> dict:
 
 async def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--agent", default=str(REPO / "examples" / "basic_agent.py"))
-    add_backend_flags(p)
+    add_agent_arguments(p)
     args = p.parse_args()
     selected = clips(args)
     if not args.clips:
         selected = [c for c in selected if c.seconds <= 4.0]  # short questions by default
-    agent = load_agent(args.agent)
-    apply_backend_overrides(agent, args)
+    agent = agent_from(args)
     app = create_app(agent, resolve_backends(agent), ServerConfig(host_addresses=["127.0.0.1"]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
