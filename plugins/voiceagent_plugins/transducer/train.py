@@ -92,8 +92,11 @@ def main() -> None:
     rng, nrng = random.Random(args.seed), np.random.default_rng(args.seed)
 
     start = time.monotonic()
-    data = [(u.text, u.audio) for seed in range(1, args.utterances // 500 + 1)
-            for u in synthesize(500, seed, espeak_share=0.45)]
+    if args.utterances <= 60:
+        p.error("--utterances must exceed the 60 held out for progress reports")
+    data = [(u.text, u.audio) for seed in range(1, -(-args.utterances // 500) + 1)
+            for u in synthesize(min(500, args.utterances - 500 * (seed - 1)), seed,
+                                espeak_share=0.45)]
     print(f"synthesised {len(data)} clips in {time.monotonic() - start:.0f} s", flush=True)
     # the shipped checkpoint: 4000 clips, the last 60 held out for the progress reports
     fit(data[:-60], data[-60:], args.out, args.minutes, args.batch, rng, nrng, args.init)
