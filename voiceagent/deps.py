@@ -32,3 +32,13 @@ def packaged_file(module: str, relative: str, package: str) -> Path:
     if not path.is_file():
         raise BackendUnavailable(f"{package} is installed but {path} is missing")
     return path
+
+
+def onnx_session(path: str | Path, threads: int = 1, extra: str | None = None):
+    """An onnxruntime CPU session with a fixed thread budget: on a small CPU the models of a
+    session share the cores with each other and with other sessions."""
+    ort = require("onnxruntime", "onnxruntime", extra=extra)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voiceagent.deps import packaged_file, require
+from voiceagent.deps import onnx_session, packaged_file
 
 _CONTEXT = 64  # samples of left context the 16 kHz model expects before each window
 
@@ -44,12 +44,7 @@ class SileroVAD:
     window_samples = 512  # 32 ms, the window the model was trained on at 16 kHz
 
     def __init__(self, model: str | None = None, threads: int = 1) -> None:
-        ort = require("onnxruntime", "onnxruntime", extra="vad")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model or bundled_model_path()), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model or bundled_model_path(), threads, extra="vad")
         self._sr = np.array(self.sample_rate, dtype=np.int64)
 
     def stream(self) -> SileroVADStream:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voiceagent.deps import packaged_file, require
+from voiceagent.deps import onnx_session, packaged_file, require
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 8
@@ -26,13 +26,8 @@ def bundled_model_path() -> Path:
 
 class SmartTurn:
     def __init__(self, model: str | None = None, threads: int = 1) -> None:
-        ort = require("onnxruntime", "onnxruntime", extra="turn")
         features = require("faster_whisper.feature_extractor", "faster-whisper", extra="turn")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(model or bundled_model_path()), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = onnx_session(model or bundled_model_path(), threads, extra="turn")
         self._features = features.FeatureExtractor(
             feature_size=80, sampling_rate=SAMPLE_RATE, hop_length=160,
             chunk_length=WINDOW_SECONDS, n_fft=400)
