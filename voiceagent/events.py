@@ -11,9 +11,9 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TextIO
+from typing import Any, Literal, TextIO
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,6 @@ class ErrorEvent(Event):
     message: str
     fatal: bool = False
 
-
-AnyEvent = Annotated[
-    SessionStateEvent | UserSpeakingEvent | UserTranscriptEvent | UserTurnEvent
-    | BargeInEvent | AgentStateEvent | AgentSpeakingEvent | AgentTextEvent | ToolCallEvent
-    | MetricsEvent | ErrorEvent,
-    Field(discriminator="type"),
-]
-event_adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
 Subscriber = Callable[[Event], Any]
 

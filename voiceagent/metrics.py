@@ -25,7 +25,6 @@ class MetricsTracker:
         self._events = events
         self._turns: dict[int, _Turn] = {}
         self._last_done = 0  # turns up to here are emitted: later marks for them are late
-        self.completed: list[TurnMetrics] = []
 
     def mark(self, turn_id: int, name: str, ts: float) -> None:
         """Record the first occurrence of ``name`` in turn ``turn_id``."""
@@ -56,7 +55,6 @@ class MetricsTracker:
             tts_ttfa=span("tts_request", "tts_first_audio"),
             voice_to_voice=span("speech_end", "first_audio_out"),
         )
-        self.completed.append(metrics)
         self._events.emit(MetricsEvent(ts=m.get("first_audio_out", max(m.values(), default=0)),
                                        metrics=metrics))
         return metrics

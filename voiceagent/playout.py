@@ -8,7 +8,7 @@ played, it can say which words of a reply the user actually heard when a reply i
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,16 +33,11 @@ class PlayoutEvent:
     turn_id: int
 
 
-@dataclass
-class _Heard:
-    chunks: list[str] = field(default_factory=list)
-
-
 class PlayoutBuffer:
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self._queue: deque[_Audio | _End] = deque()
-        self._heard: dict[int, _Heard] = {}
+        self._heard: dict[int, list[str]] = {}  # turn -> its chunks played in full
         #: held (the user may be barging in): reads give silence and keep the position
         self.paused = False
 
@@ -73,7 +68,7 @@ class PlayoutBuffer:
                 events.append(PlayoutEvent("finished", item.turn_id))
                 continue
             if item.turn_id not in self._heard:
-                self._heard[item.turn_id] = _Heard()
+                self._heard[item.turn_id] = []
                 events.append(PlayoutEvent("started", item.turn_id))
             take = min(n - filled, len(item.samples) - item.played)
             out[filled:filled + take] = item.samples[item.played:item.played + take]
@@ -82,14 +77,13 @@ class PlayoutBuffer:
             if item.played == len(item.samples):
                 self._queue.popleft()
                 if item.chunk_end:
-                    self._heard[item.turn_id].chunks.append(item.text)
+                    self._heard[item.turn_id].append(item.text)
         return out, events
 
     def heard_text(self, turn_id: int) -> str:
         """Words of ``turn_id`` played so far: whole chunks, then the played share of the
         chunk in progress (by its played fraction, the best a sample clock can say)."""
-        heard = self._heard.get(turn_id)
-        words = list(heard.chunks) if heard else []
+        words = list(self._heard.get(turn_id, []))
         current = next((i for i in self._queue
                         if isinstance(i, _Audio) and i.turn_id == turn_id), None)
         if current is not None and current.played:
