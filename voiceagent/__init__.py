@@ -3,10 +3,11 @@
 from .agent import Agent, AgentOptions, EndpointingOptions
 from .errors import BackendError, BackendUnavailable, ConfigError, VoiceAgentError
 from .session import AgentSession
-from .tools import FunctionTool, function_tool
+from .tools import FunctionTool, ToolContext, end_call, function_tool
 
 __all__ = [
     "Agent", "AgentOptions", "AgentSession", "BackendError", "BackendUnavailable",
-    "ConfigError", "EndpointingOptions", "FunctionTool", "VoiceAgentError", "function_tool",
+    "ConfigError", "EndpointingOptions", "FunctionTool", "ToolContext", "VoiceAgentError",
+    "end_call", "function_tool",
 ]
 __version__ = "0.1.0"

@@ -73,9 +73,22 @@ class BargeInOptions(BaseModel):
     resume_after: float = Field(1.0, ge=0.0)
 
 
+class DTMFOptions(BaseModel):
+    """Phone keypad presses. Each key is a ``dtmf`` event; the keys of one entry also reach
+    the LLM as a user turn, so an agent can take "press 1 for sales" without code."""
+
+    #: send each entry to the LLM as a user turn ("The caller pressed 1 2 3 on the keypad.")
+    to_llm: bool = True
+    #: an entry ends at this key (not included in it)...
+    terminator: str = "#"
+    #: ...or after this long with no further key (seconds)
+    inter_digit_timeout: float = Field(1.5, gt=0)
+
+
 class AgentOptions(BaseModel):
     endpointing: EndpointingOptions = Field(default_factory=EndpointingOptions)
     barge_in: BargeInOptions = Field(default_factory=BargeInOptions)
+    dtmf: DTMFOptions = Field(default_factory=DTMFOptions)
     #: no first token within this long fails the reply (seconds)
     llm_timeout: float = Field(20.0, gt=0)
     #: no audio for a chunk within this long skips it (seconds)

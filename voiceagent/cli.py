@@ -2,6 +2,7 @@
 
     voiceagent run AGENT.py --input user.wav --output agent.wav --events events.jsonl
     voiceagent serve AGENT.py --port 8080       (then open http://127.0.0.1:8080/)
+    voiceagent sip AGENT.py --port 5060         (then call sip:agent@127.0.0.1:5060)
 
 Errors a user can fix (a bad file, a missing package, a bad option) print one line and exit
 with status 2; no traceback.
@@ -113,6 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="concurrent conversations allowed (default 4)")
     serve.add_argument("--events", help="append every session's events here (JSONL)")
     add_backend_flags(serve)
+
+    sip = sub.add_parser("sip", help="answer phone calls: a SIP user agent over UDP")
+    sip.add_argument("agent", help="the agent entrypoint file (e.g. examples/basic_agent.py)")
+    sip.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1; 0.0.0.0 for every one)")
+    sip.add_argument("--port", type=int, default=5060, help="UDP port (default 5060)")
+    sip.add_argument("--public-address", metavar="ADDR",
+                     help="the address callers reach us at, for Contact and SDP (default: "
+                          "--host, or the interface that routes to the caller)")
+    sip.add_argument("--max-calls", type=int, default=4, metavar="N",
+                     help="concurrent calls; more get 486 Busy Here (default 4)")
+    sip.add_argument("--input-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="hang up when the caller sends no audio this long (default 10)")
+    sip.add_argument("--latch-rtp", action="store_true",
+                     help="take RTP from wherever the caller's first packet comes from "
+                          "(callers behind a NAT)")
+    sip.add_argument("--register", metavar="USER@REGISTRAR[:PORT]",
+                     help="register with a SIP registrar (a PBX, a trunk); the password is "
+                          "read from $VOICEAGENT_SIP_PASSWORD")
+    sip.add_argument("--domain", help="domain of the registered address (default: the "
+                                      "registrar's host)")
+    sip.add_argument("--auth-user", help="user name for digest authentication, if not USER")
+    sip.add_argument("--expires", type=int, default=300,
+                     help="registration lifetime asked for, in seconds (default 300)")
+    sip.add_argument("--events", help="append every call's events here (JSONL)")
+    add_backend_flags(sip)
     return parser
 
 
@@ -133,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             from .server.serve import serve
 
             return serve(args)
+        if args.command == "sip":
+            from .telephony.serve_sip import serve_sip
+
+            return asyncio.run(serve_sip(args))
     except VoiceAgentError as exc:
         print(f"voiceagent: error: {exc}", file=sys.stderr)
         return 2

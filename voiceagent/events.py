@@ -115,6 +115,25 @@ class MetricsEvent(Event):
     metrics: TurnMetrics
 
 
+class CallEvent(Event):
+    """A phone call was answered: who called whom, and how the audio is carried."""
+
+    type: Literal["call"] = "call"
+    call_id: str
+    caller: str
+    callee: str
+    transport: str  # "sip", "twilio", ...
+    codec: str = ""
+
+
+class DTMFEvent(Event):
+    """A key the caller pressed on a phone keypad (RFC 4733 telephone-event, or the
+    media stream's ``dtmf`` message)."""
+
+    type: Literal["dtmf"] = "dtmf"
+    digit: str
+
+
 class ErrorEvent(Event):
     type: Literal["error"] = "error"
     source: str

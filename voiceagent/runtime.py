@@ -25,12 +25,19 @@ class SessionRuntime:
     #: the user turn in progress (speech heard, end not yet decided)
     user_turn: int | None = None
     agent_state: str = "listening"
+    #: why the agent asked to end the conversation (a tool's end_call); None while it goes on
+    hangup_reason: str | None = None
     _last_turn_id: int = 0
 
     def new_turn_id(self) -> int:
         """Ids for user turns and the replies to them, and for replies said from code."""
         self._last_turn_id += 1
         return self._last_turn_id
+
+    def request_hangup(self, reason: str) -> None:
+        """End the conversation once the reply in progress has played out."""
+        if self.hangup_reason is None:
+            self.hangup_reason = reason
 
     @property
     def idle(self) -> bool:

@@ -11,6 +11,7 @@ the process); everything else is this session's own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from . import registry
 from .agent import Agent
 from .clock import SessionClock
 from .context import ChatContext
-from .events import ErrorEvent, EventBus, SessionStateEvent
+from .events import DTMFEvent, ErrorEvent, EventBus, SessionStateEvent
 from .backends import ChatMessage
 from .frames import ErrorFrame, InterruptionFrame, LLMTextFrame, ReplyEnd, TextInputFrame
 from .graph import Graph, Node
@@ -92,6 +93,8 @@ class AgentSession:
         )
         self.graph.on_error(self._on_error)
         self._ended = False
+        self._keys = ""  # the keypad entry in progress
+        self._keys_timer: asyncio.Task | None = None
 
     def _on_error(self, frame: ErrorFrame) -> None:
         self.events.emit(ErrorEvent(ts=self.runtime.clock.now(), source=frame.source,
@@ -128,9 +131,48 @@ class AgentSession:
         """A typed user turn: answered like a spoken one, interrupting a reply in progress."""
         await self._endpointer.inbox.put(TextInputFrame(ts=self.runtime.clock.now(), text=text))
 
+    async def press_key(self, digit: str) -> None:
+        """A phone keypad press (from a telephony transport): a ``dtmf`` event, and the
+        keys of one entry reach the LLM as a user turn (see :class:`DTMFOptions`)."""
+        if len(digit) != 1 or digit not in "0123456789*#ABCD":
+            raise ValueError(f"not a DTMF key: {digit!r}")
+        opts = self.agent.options.dtmf
+        self.events.emit(DTMFEvent(ts=self.runtime.clock.now(), digit=digit))
+        if not opts.to_llm:
+            return
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
+            self._keys_timer = None
+        if digit == opts.terminator:
+            await self._send_keys()
+            return
+        self._keys += digit
+        self._keys_timer = self.graph.spawn(self._send_keys(opts.inter_digit_timeout), "dtmf")
+
+    async def _send_keys(self, after: float = 0.0) -> None:
+        await asyncio.sleep(after)
+        keys, self._keys = self._keys, ""
+        if keys:
+            await self.send_text(f"(The caller pressed {' '.join(keys)} on the keypad.)")
+
     async def wait(self, timeout: float | None = None) -> bool:
-        """Until the input ends and the graph drains (or a fatal error)."""
-        return await self.graph.wait(timeout)
+        """Until the input ends and the graph drains, a fatal error, or the agent hung up
+        (a tool's ``end_call``) and its last reply has played out. False on time-out."""
+        drained = asyncio.ensure_future(self.graph.wait())
+        hung_up = asyncio.ensure_future(self._hung_up())
+        try:
+            done, _ = await asyncio.wait({drained, hung_up}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (drained, hung_up):
+                waiter.cancel()
+            await asyncio.gather(drained, hung_up, return_exceptions=True)
+        return bool(done)
+
+    async def _hung_up(self) -> None:
+        rt = self.runtime
+        while rt.hangup_reason is None or rt.active_replies:
+            await asyncio.sleep(0.02)
 
     async def stop(self, *, graceful: bool = False, reason: str = "") -> None:
         """End the session; afterwards none of its tasks is left."""
@@ -141,7 +183,8 @@ class AgentSession:
         fatal = self.graph.fatal_error
         self.events.emit(SessionStateEvent(
             ts=self.runtime.clock.now(), state="ended",
-            reason=reason or (f"error: {fatal.message}" if fatal else "completed")))
+            reason=reason or self.runtime.hangup_reason
+            or (f"error: {fatal.message}" if fatal else "completed")))
 
     async def run(self, timeout: float | None = None) -> None:
         await self.start()

@@ -11,9 +11,27 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+if TYPE_CHECKING:
+    from .runtime import SessionRuntime
+
+
+@dataclass
+class ToolContext:
+    """What a tool may know and do about the conversation that called it. A tool receives
+    it by declaring a parameter annotated ``ToolContext`` (never shown to the LLM)."""
+
+    session_id: str
+    turn_id: int
+    runtime: SessionRuntime
+
+    def end_call(self, reason: str = "the agent ended the call") -> None:
+        """Hang up once the reply in progress (the goodbye) has been heard."""
+        self.runtime.request_hangup(reason)
 
 
 class FunctionTool:
@@ -22,7 +40,7 @@ class FunctionTool:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = (description or inspect.getdoc(fn) or "").strip()
-        self.args_model = _args_model(fn, self.name)
+        self.args_model, self.context_param = _args_model(fn, self.name)
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -35,7 +53,8 @@ class FunctionTool:
                 "function": {"name": self.name, "description": self.description,
                              "parameters": params}}
 
-    async def invoke(self, arguments: str, timeout: float | None = None) -> tuple[str, bool]:
+    async def invoke(self, arguments: str, timeout: float | None = None,
+                     context: ToolContext | None = None) -> tuple[str, bool]:
         """Run with the model's JSON ``arguments``; returns (result text, is_error)."""
         try:
             raw = json.loads(arguments or "{}")
@@ -45,6 +64,10 @@ class FunctionTool:
         except (ValueError, ValidationError) as exc:
             return f"Error: invalid arguments for {self.name}: {_short(exc)}", True
         kwargs = {k: getattr(args, k) for k in type(args).model_fields}
+        if self.context_param is not None:
+            if context is None:
+                return f"Error: {self.name} needs a conversation to run in", True
+            kwargs[self.context_param] = context
         try:
             if inspect.iscoroutinefunction(self.fn):
                 call = self.fn(**kwargs)
@@ -75,16 +98,30 @@ def as_tool(obj: FunctionTool | Callable[..., Any]) -> FunctionTool:
     return obj if isinstance(obj, FunctionTool) else FunctionTool(obj)
 
 
-def _args_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
+def _args_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel], str | None]:
+    """The arguments the LLM fills in, and the parameter (if any) that takes the
+    :class:`ToolContext`."""
     fields: dict[str, Any] = {}
+    context_param = None
     hints = inspect.get_annotations(fn, eval_str=True)
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"tool {name}: *args/**kwargs cannot be described to an LLM")
         annotation = hints.get(param.name, Any)
+        if annotation is ToolContext:
+            context_param = param.name
+            continue
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
-    return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    model = create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    return model, context_param
+
+
+@function_tool
+def end_call(context: ToolContext) -> str:
+    """End the conversation (hang up the call). Say goodbye in the same reply."""
+    context.end_call()
+    return "The call ends after your goodbye."
 
 
 def _short(exc: Exception) -> str:

@@ -26,6 +26,7 @@ from ..frames import (
 )
 from ..graph import Node
 from ..runtime import SessionRuntime
+from ..tools import ToolContext
 
 
 class LLMNode(Node):
@@ -110,7 +111,8 @@ class LLMNode(Node):
         if tool is None:
             result, error = f"Error: there is no tool named {call.name!r}", True
         else:
-            result, error = await tool.invoke(call.arguments, self._opts.tool_timeout)
+            context = ToolContext(self._rt.session_id, turn, self._rt)
+            result, error = await tool.invoke(call.arguments, self._opts.tool_timeout, context)
         self._rt.events.emit(ToolCallEvent(ts=self._rt.clock.now(), name=call.name,
                                            arguments=call.arguments, result=result,
                                            error=error, turn_id=turn))

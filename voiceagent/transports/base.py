@@ -24,6 +24,9 @@ from ..playout import PlayoutBuffer
 from ..runtime import SessionRuntime
 
 FRAME_SECONDS = 0.02
+#: Drift past which a live input's media time is re-anchored to the clock (lost packets, a
+#: pause in delivery).
+RESYNC_SECONDS = 0.2
 
 
 class AudioSourceNode(Node):
@@ -88,6 +91,45 @@ class AudioSourceNode(Node):
         except Exception as exc:
             await self.report_error(exc, fatal=True)
         await self.inbox.put(EndFrame(ts=self.runtime.clock.now()))
+
+
+class LiveAudioInput(AudioSourceNode):
+    """A live feed (a browser's track, a phone call): audio arrives in pieces at the sender's
+    rate and is converted once to 16 kHz mono, then sent on in 20 ms frames stamped on the
+    session clock. The input, and with it the session, ends when :meth:`receive` returns None.
+
+    While ``muted`` the audio is replaced by silence, so time keeps flowing (the endpointer
+    still closes a turn the user was in).
+    """
+
+    def __init__(self, runtime: SessionRuntime, name: str = "input") -> None:
+        super().__init__(runtime, name)
+        self.muted = False
+        self._step = round(PIPELINE_RATE * FRAME_SECONDS)
+
+    async def receive(self) -> tuple[np.ndarray, int] | None:
+        """The next piece of mono float32 audio and its sample rate; None at the end."""
+        raise NotImplementedError
+
+    async def produce(self) -> None:
+        clock = self.runtime.clock
+        resampler: StreamResampler | None = None
+        pending = np.zeros(0, np.float32)
+        t: float | None = None
+        while (piece := await self.receive()) is not None:
+            samples, rate = piece
+            if resampler is None or resampler.src_rate != rate:
+                resampler = StreamResampler(rate, PIPELINE_RATE)
+            pending = np.concatenate([pending, resampler(samples)])
+            while len(pending) >= self._step:
+                frame, pending = pending[:self._step], pending[self._step:]
+                now = clock.now()
+                if t is None or abs(now - FRAME_SECONDS - t) > RESYNC_SECONDS:
+                    t = max(0.0, now - FRAME_SECONDS)  # a frame is stamped with its start
+                if self.muted:
+                    frame = np.zeros_like(frame)
+                await self.emit_audio(frame, t)
+                t += FRAME_SECONDS
 
 
 class AudioSinkNode(Node):

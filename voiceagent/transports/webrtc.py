@@ -18,11 +18,11 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from ..audio import PIPELINE_RATE, StreamResampler, to_mono_float
+from ..audio import to_mono_float
 from ..clock import SessionClock
 from ..frames import InterruptionFrame, SystemFrame
 from ..runtime import SessionRuntime
-from .base import FRAME_SECONDS, AudioSinkNode, AudioSourceNode
+from .base import FRAME_SECONDS, RESYNC_SECONDS, AudioSinkNode, LiveAudioInput
 
 log = logging.getLogger(__name__)
 
@@ -30,52 +30,28 @@ WEBRTC_RATE = 48_000
 #: Browsers send audio packets every 20 ms even when muted or silent; this long without one
 #: means the browser is gone (closed without hanging up, network lost).
 INPUT_TIMEOUT = 5.0
-#: Drift past which the input's media time is re-anchored to the clock (lost packets, a pause).
-RESYNC_SECONDS = 0.2
 
 
-class WebRTCAudioInput(AudioSourceNode):
-    """The remote audio track as 20 ms frames of 16 kHz mono; ends the session when it ends.
-
-    While ``muted`` the microphone's audio is replaced by silence, so time keeps flowing
-    (the endpointer still closes a turn the user was in). The input ends, and with it the
-    session, when the track ends or no audio came for ``timeout`` seconds.
-    """
+class WebRTCAudioInput(LiveAudioInput):
+    """The remote audio track; ends when the track ends or no audio came for ``timeout``
+    seconds."""
 
     def __init__(self, track: MediaStreamTrack, runtime: SessionRuntime, *,
                  timeout: float = INPUT_TIMEOUT) -> None:
         super().__init__(runtime)
         self.track = track
         self.timeout = timeout
-        self.muted = False
-        self._step = round(PIPELINE_RATE * FRAME_SECONDS)
 
-    async def produce(self) -> None:
-        clock = self.runtime.clock
-        resampler: StreamResampler | None = None
-        pending = np.zeros(0, np.float32)
-        t: float | None = None
-        while True:
-            try:
-                frame = await asyncio.wait_for(self.track.recv(), self.timeout)
-            except MediaStreamError:
-                return  # the browser hung up
-            except TimeoutError:
-                log.info("%s: no audio from the browser for %.0f s; ending",
-                         self.runtime.session_id, self.timeout)
-                return
-            if resampler is None or resampler.src_rate != frame.sample_rate:
-                resampler = StreamResampler(frame.sample_rate, PIPELINE_RATE)
-            pending = np.concatenate([pending, resampler(_frame_to_mono(frame))])
-            while len(pending) >= self._step:
-                piece, pending = pending[:self._step], pending[self._step:]
-                now = clock.now()
-                if t is None or abs(now - FRAME_SECONDS - t) > RESYNC_SECONDS:
-                    t = max(0.0, now - FRAME_SECONDS)  # a frame is stamped with its start
-                if self.muted:
-                    piece = np.zeros_like(piece)
-                await self.emit_audio(piece, t)
-                t += FRAME_SECONDS
+    async def receive(self) -> tuple[np.ndarray, int] | None:
+        try:
+            frame = await asyncio.wait_for(self.track.recv(), self.timeout)
+        except MediaStreamError:
+            return None  # the browser hung up
+        except TimeoutError:
+            log.info("%s: no audio from the browser for %.0f s; ending",
+                     self.runtime.session_id, self.timeout)
+            return None
+        return _frame_to_mono(frame), frame.sample_rate
 
 
 def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:

@@ -1,0 +1,214 @@
+"""The SIP bridge on loopback, answering raw SIP over UDP: the standard response to every
+kind of bad input, a call that never sends audio, DTMF, and the agent hanging up from a tool.
+
+Calls from real SIP peers (sipp, baresip) are in test_sip_calls.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import pytest
+
+from voiceagent import Agent, AgentOptions
+from voiceagent.events import Event
+from voiceagent.session import resolve_backends
+from voiceagent.telephony.rtp import RtpPacket
+from voiceagent.telephony.sip_message import SipMessage, parse
+from voiceagent.telephony.sip_server import SipOptions, SipServer
+
+AGENT = Agent("You are a friendly voice assistant. Answer in one short sentence.")
+
+
+@pytest.fixture(scope="module")
+def backends():
+    return resolve_backends(AGENT)
+
+
+class Peer:
+    """A bare UDP socket speaking SIP by hand (and receiving RTP on a second socket)."""
+
+    def __init__(self) -> None:
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sip.bind(("127.0.0.1", 0))
+        self.sip.setblocking(False)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind(("127.0.0.1", 0))
+        self.rtp.setblocking(False)
+        self.port = self.sip.getsockname()[1]
+        self.rtp_port = self.rtp.getsockname()[1]
+
+    def close(self) -> None:
+        self.sip.close()
+        self.rtp.close()
+
+    async def send(self, data: bytes, server: tuple[str, int]) -> None:
+        await asyncio.get_running_loop().sock_sendto(self.sip, data, server)
+
+    async def receive(self, timeout: float = 5.0) -> SipMessage | None:
+        loop = asyncio.get_running_loop()
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(self.sip, 65535), timeout)
+        except TimeoutError:
+            return None
+        return parse(data)
+
+    async def final(self, timeout: float = 5.0) -> SipMessage:
+        while True:
+            msg = await self.receive(timeout)
+            assert msg is not None, "no final response"
+            if msg.is_request or msg.status >= 200:
+                return msg
+
+    def request(self, method: str, *, call_id: str = "", cseq: int = 1, to_tag: str = "",
+                body: str = "", extra: str = "") -> bytes:
+        call_id = call_id or uuid.uuid4().hex
+        to = "<sip:agent@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+        content = "Content-Type: application/sdp\r\n" if body else ""
+        return (f"{method} sip:agent@127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                f"From: <sip:tester@127.0.0.1>;tag=t1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+                f"CSeq: {cseq} {method}\r\nContact: <sip:tester@127.0.0.1:{self.port}>\r\n"
+                f"Max-Forwards: 70\r\n{extra}{content}Content-Length: {len(body)}\r\n\r\n{body}"
+                ).encode()
+
+    def offer(self, formats: str = "0 8 101") -> str:
+        return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {self.rtp_port} RTP/AVP {formats}\r\n"
+                "a=rtpmap:101 telephone-event/8000\r\n")
+
+
+@pytest.fixture
+async def bridge(backends):
+    events: list[Event] = []
+    agent = Agent(AGENT.instructions, options=AgentOptions())
+    server = SipServer(agent, backends, SipOptions(port=0, input_timeout=2.0, max_calls=1),
+                       subscribers=[events.append])
+    await server.start()
+    peer = Peer()
+    server.events = events  # type: ignore[attr-defined]
+    yield server, peer
+    peer.close()
+    await server.close()
+    assert not server.calls
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith(("session-", "sip-"))]
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKx\r\n"
+     b"From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n", 400),
+    (b"FOO sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKy\r\n"
+     b"From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 FOO\r\n\r\n", 501),
+])
+async def test_malformed_and_unknown_requests_get_the_standard_response(bridge, data, status):
+    server, peer = bridge
+    await peer.send(data.replace(b"{port}", str(peer.port).encode()), server.address)
+    reply = await peer.final()
+    assert reply.status == status
+
+
+async def test_bad_input_gets_standard_responses_and_the_bridge_keeps_answering(bridge):
+    server, peer = bridge
+    addr = server.address
+    await peer.send(b"\x00\x01garbage that is not SIP\r\n\r\n", addr)  # dropped: unanswerable
+    assert await peer.receive(0.5) is None
+    cases = [
+        (peer.request("SUBSCRIBE"), 405),
+        (peer.request("BYE", to_tag="nope"), 481),
+        (peer.request("INVITE", body=peer.offer("9")), 488),  # G.722 only
+        (peer.request("INVITE", body=peer.offer("0").replace("RTP/AVP", "RTP/SAVP")), 488),
+        (peer.request("INVITE"), 488),  # no offer
+        (peer.request("INVITE", body="v=0\r\nnonsense\r\n"), 400),
+        (peer.request("INVITE", body=peer.offer(), extra="Require: 100rel\r\n"), 420),
+        (peer.request("OPTIONS"), 200),
+    ]
+    for data, status in cases:
+        await peer.send(data, addr)
+        reply = await peer.final()
+        assert reply.status == status, (data[:40], reply.status, reply.reason)
+        if status == 488:
+            assert "voiceagent" in (reply.get("warning") or "")
+    # A retransmitted request gets the same response, not a second transaction.
+    data = peer.request("INVITE", body=peer.offer("9"))
+    await peer.send(data, addr)
+    first = await peer.final()
+    await peer.send(data, addr)
+    assert (await peer.final()).encode() == first.encode()
+    assert not server.calls
+
+
+async def answer_call(server: SipServer, peer: Peer, call_id: str) -> SipMessage:
+    await peer.send(peer.request("INVITE", call_id=call_id, body=peer.offer()), server.address)
+    ok = await peer.final()
+    assert ok.status == 200, ok.reason
+    assert "m=audio" in ok.body.decode()
+    to_tag = ok.get("to").split("tag=")[1]
+    ack = peer.request("ACK", call_id=call_id, to_tag=to_tag)
+    await peer.send(ack, server.address)
+    return ok
+
+
+async def test_a_call_that_never_sends_audio_is_ended_with_a_bye(bridge):
+    server, peer = bridge
+    await answer_call(server, peer, "silent-call")
+    rtp = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(peer.rtp, 2048), 5)
+    assert RtpPacket.decode(rtp).payload_type == 0  # the bridge's audio flows to the caller
+    # A second call while the only slot is taken: busy.
+    await peer.send(peer.request("INVITE", body=peer.offer()), server.address)
+    assert (await peer.final()).status == 486
+    bye = await peer.final(timeout=server.options.input_timeout + 5)
+    assert bye.method == "BYE" and bye.call_id == "silent-call"
+    assert "no audio" in (bye.get("reason") or "")
+    reply = SipMessage(status=200)
+    for name in ("via", "from", "to", "call-id", "cseq"):
+        reply.add(name, bye.get(name))
+    await peer.send(reply.encode(), server.address)
+    for _ in range(50):
+        if not server.calls:
+            break
+        await asyncio.sleep(0.1)
+    assert not server.calls
+    ended = [e for e in server.events if e.type == "session" and e.state == "ended"]
+    assert ended and "no audio" in ended[0].reason
+
+
+async def test_dtmf_keys_become_events_and_a_caller_bye_ends_the_call(bridge):
+    server, peer = bridge
+    ok = await answer_call(server, peer, "dtmf-call")
+    call = server.calls["dtmf-call"]
+    remote = (call.endpoint.transport.get_extra_info("sockname")[0], call.endpoint.local_port)
+    loop = asyncio.get_running_loop()
+    silence = bytes([0xFF]) * 160
+    seq, ts = 100, 0
+    for i in range(60):  # 1.2 s of audio with the keys 4, 2 in the middle (RFC 4733)
+        phase = i % 20  # each key: three packets sharing a timestamp, the last with E set
+        key = {1: 4, 2: 2}.get(i // 20) if phase < 3 else None
+        if key is not None:
+            payload = bytes([key, 0x80 if phase == 2 else 0]) + (160 * (phase + 1)).to_bytes(2)
+            packet = RtpPacket(101, seq, ts, 42, payload, marker=phase == 0)
+        else:
+            packet = RtpPacket(0, seq, ts, 42, silence)
+            ts += 160
+        await loop.sock_sendto(peer.rtp, packet.encode(), remote)
+        seq += 1
+        await asyncio.sleep(0.02)
+    # RTP from an address the SDP did not name is dropped.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.sendto(RtpPacket(0, 1, 0, 7, silence).encode(), remote)
+        await asyncio.sleep(0.1)
+    assert call.endpoint.rejected == 1
+    keys = [e.digit for e in server.events if e.type == "dtmf"]
+    assert keys == ["4", "2"]
+    to_tag = ok.get("to").split("tag=")[1]
+    await peer.send(peer.request("BYE", call_id="dtmf-call", cseq=2, to_tag=to_tag),
+                    server.address)
+    reply = await peer.final()
+    assert reply.status == 200
+    for _ in range(50):
+        if not server.calls:
+            break
+        await asyncio.sleep(0.1)
+    ended = [e for e in server.events if e.type == "session" and e.state == "ended"]
+    assert ended and ended[0].reason == "the caller hung up"

@@ -1,0 +1,1 @@
+"""Phone calls: a SIP bridge with its own RTP stack, and cloud-telephony media streams."""

@@ -1,0 +1,247 @@
+"""RTP for one call (RFC 3550): packets, a jitter buffer, RFC 4733 telephone-events, and
+the UDP endpoint that sends the agent's voice and receives the caller's.
+
+Only packets from the address the caller's SDP named are taken (RTP from anywhere else is
+counted and dropped), unless ``latch`` is on, for callers behind a NAT, in which case the
+first source heard becomes the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..runtime import SessionRuntime
+from ..transports.base import FRAME_SECONDS, RESYNC_SECONDS, LiveAudioInput
+from .media import FRAME_SAMPLES, INPUT_TIMEOUT, TELEPHONE_RATE, Codec
+
+log = logging.getLogger(__name__)
+
+#: Keys of RFC 4733 telephone-events 0-15.
+DTMF_KEYS = "0123456789*#ABCD"
+#: Comfort noise (RFC 3389): the caller's side is silent.
+COMFORT_NOISE = 13
+
+
+@dataclass
+class RtpPacket:
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+    marker: bool = False
+
+    def encode(self) -> bytes:
+        return struct.pack("!BBHII", 0x80, (0x80 if self.marker else 0) | self.payload_type,
+                           self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF,
+                           self.ssrc) + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> RtpPacket:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            raise ValueError("not an RTP version 2 packet")
+        first, second, seq, ts, ssrc = struct.unpack("!BBHII", data[:12])
+        offset = 12 + 4 * (first & 0x0F)  # CSRCs
+        if first & 0x10:  # a header extension
+            if len(data) < offset + 4:
+                raise ValueError("truncated RTP header extension")
+            offset += 4 + 4 * struct.unpack("!H", data[offset + 2:offset + 4])[0]
+        end = len(data)
+        if first & 0x20:  # padding: the last byte counts it
+            end -= data[-1]
+        if offset > end:
+            raise ValueError("truncated RTP packet")
+        return cls(second & 0x7F, seq, ts, ssrc, data[offset:end], bool(second & 0x80))
+
+
+def telephone_event(payload: bytes) -> tuple[str, bool] | None:
+    """(key, end of event) from an RFC 4733 payload; None for events that are not keys."""
+    if len(payload) < 4 or payload[0] >= len(DTMF_KEYS):
+        return None
+    return DTMF_KEYS[payload[0]], bool(payload[1] & 0x80)
+
+
+class JitterBuffer:
+    """Reorders packets by sequence number and releases one per 20 ms tick.
+
+    Playback starts once ``depth`` packets are queued, which absorbs that much network
+    jitter. A missing packet with later ones waiting is declared lost (silence in its
+    place); late and duplicate packets are dropped; past ``max_depth`` the oldest go, so a
+    sender whose clock runs fast cannot build up delay.
+    """
+
+    def __init__(self, depth: int = 3, max_depth: int = 10) -> None:
+        self.depth, self.max_depth = depth, max_depth
+        self._packets: dict[int, bytes | None] = {}
+        self._next: int | None = None
+        self.lost = self.late = 0
+
+    def push(self, sequence: int, payload: bytes | None) -> None:
+        """``payload`` None: a packet that holds no audio (a telephone-event, comfort
+        noise) but takes its place in the sequence."""
+        if self._next is not None and _before(sequence, self._next):
+            self.late += 1
+            return
+        self._packets[sequence] = payload
+        while len(self._packets) > self.max_depth:
+            oldest = min(self._packets, key=self._age)
+            del self._packets[oldest]
+            self._next = (oldest + 1) & 0xFFFF
+            self.lost += 1
+
+    def pop(self) -> bytes | None:
+        """The next packet's payload, or None (nothing due yet, or lost: play silence)."""
+        if self._next is None:
+            if len(self._packets) < self.depth:
+                return None
+            self._next = min(self._packets, key=self._age)
+        if self._next in self._packets:
+            payload = self._packets.pop(self._next)
+        elif any(_before(self._next, s) for s in self._packets):
+            self.lost += 1  # later packets are here: this one is not coming
+            payload = None
+        else:
+            return None  # nothing has arrived yet: wait for it
+        self._next = (self._next + 1) & 0xFFFF
+        return payload
+
+    def _age(self, sequence: int) -> int:
+        anchor = self._next if self._next is not None else next(iter(self._packets))
+        return _distance(sequence, anchor)
+
+
+def _distance(sequence: int, anchor: int) -> int:
+    """Signed distance from ``anchor`` to ``sequence`` in 16-bit sequence space."""
+    return ((sequence - anchor + 0x8000) & 0xFFFF) - 0x8000
+
+
+def _before(a: int, b: int) -> bool:
+    return _distance(a, b) < 0
+
+
+class RtpEndpoint(asyncio.DatagramProtocol):
+    """One call's UDP socket: packets from the caller go to the jitter buffer (audio) or
+    ``on_key`` (telephone-events); :meth:`send` sends one 20 ms frame of agent audio."""
+
+    def __init__(self, remote: tuple[str, int], codec: Codec, payload_type: int,
+                 dtmf_payload_type: int | None, *, on_key: Callable[[str], None] | None = None,
+                 latch: bool = False, jitter: JitterBuffer | None = None) -> None:
+        self.remote = remote
+        self.codec = codec
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.on_key = on_key
+        self.latch = latch
+        self.jitter = jitter or JitterBuffer()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.received = self.rejected = self.malformed = 0
+        self.last_received: float | None = None
+        self._latched = False
+        self._ssrc_in: int | None = None
+        self._key_timestamp: int | None = None
+        self._ssrc = secrets.randbits(32)
+        self._seq = secrets.randbits(16)
+        self._ts = secrets.randbits(32)
+        self._was_speaking = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    @property
+    def local_port(self) -> int:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        source = (addr[0], addr[1])
+        if source != self.remote:
+            if not (self.latch and not self._latched):
+                if not self.rejected:
+                    log.warning("RTP from unexpected source %s:%d dropped (expected %s:%d)",
+                                *source, *self.remote)
+                self.rejected += 1
+                return
+            self.remote = source
+        self._latched = True
+        try:
+            packet = RtpPacket.decode(data)
+        except ValueError:
+            self.malformed += 1
+            return
+        self.received += 1
+        self.last_received = asyncio.get_running_loop().time()
+        if packet.ssrc != self._ssrc_in:
+            self._ssrc_in = packet.ssrc
+            self.jitter = JitterBuffer(self.jitter.depth, self.jitter.max_depth)
+        if packet.payload_type == self.payload_type:
+            self.jitter.push(packet.sequence, packet.payload)
+        else:
+            self.jitter.push(packet.sequence, None)
+            if packet.payload_type == self.dtmf_payload_type:
+                self._telephone_event(packet)
+
+    def _telephone_event(self, packet: RtpPacket) -> None:
+        """One key per event: its first packet counts, the repeats and end packets that
+        share its timestamp do not."""
+        event = telephone_event(packet.payload)
+        if event is None or packet.timestamp == self._key_timestamp:
+            return
+        self._key_timestamp = packet.timestamp
+        if self.on_key is not None:
+            self.on_key(event[0])
+
+    def send(self, payload: bytes, speaking: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        packet = RtpPacket(self.payload_type, self._seq, self._ts, self._ssrc, payload,
+                           marker=speaking and not self._was_speaking)
+        self._was_speaking = speaking
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        self.transport.sendto(packet.encode(), self.remote)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class RtpAudioInput(LiveAudioInput):
+    """The caller's audio, taken from the jitter buffer every 20 ms on the session clock
+    (silence where packets are missing). Ends after ``timeout`` seconds without a packet:
+    a call that never sends audio, or a caller that vanished without a BYE."""
+
+    def __init__(self, endpoint: RtpEndpoint, runtime: SessionRuntime, *,
+                 timeout: float = INPUT_TIMEOUT) -> None:
+        super().__init__(runtime)
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.end_reason = ""
+        self._due: float | None = None
+        self._started: float | None = None
+        self._silence = np.zeros(FRAME_SAMPLES, np.float32)
+
+    async def receive(self) -> tuple[np.ndarray, int] | None:
+        clock = self.runtime.clock
+        now = clock.now()
+        if self._due is None or now - self._due > RESYNC_SECONDS:
+            self._due = now
+        await clock.sleep_until(self._due)
+        self._due += FRAME_SECONDS
+        ep = self.endpoint
+        loop_now = asyncio.get_running_loop().time()
+        if self._started is None:
+            self._started = loop_now
+        last = ep.last_received if ep.last_received is not None else self._started
+        if loop_now - last > self.timeout:
+            self.end_reason = f"no audio from the caller for {self.timeout:g} s"
+            return None
+        payload = ep.jitter.pop()
+        samples = self._silence if payload is None else ep.codec.decode(payload)
+        return samples, TELEPHONE_RATE

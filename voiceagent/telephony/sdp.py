@@ -1,0 +1,148 @@
+"""SDP offer/answer for a phone call's audio (RFC 4566, RFC 3264): G.711 at 8 kHz, with
+RFC 4733 telephone-events when the caller offers them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from .media import CODECS, Codec
+
+
+class SDPError(ValueError):
+    """The offer cannot be answered; ``status`` is the SIP response it deserves
+    (400 malformed, 488 nothing acceptable in it)."""
+
+    def __init__(self, message: str, status: int = 488) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class MediaLine:
+    media: str
+    port: int
+    proto: str
+    formats: list[str]
+    address: str
+    rtpmap: dict[str, str]  # payload type -> "PCMU/8000"
+    direction: str = "sendrecv"
+
+
+@dataclass
+class AudioOffer:
+    """What we take from an offer: where to send, which codec, the DTMF payload type."""
+
+    address: str
+    port: int
+    codec: Codec
+    payload_type: int
+    dtmf_payload_type: int | None
+    media: list[MediaLine]  # every m-line, for an answer that mirrors them
+    audio_index: int
+    direction: str
+
+
+def parse_offer(sdp: str) -> AudioOffer:
+    """The first audio stream we can take; :class:`SDPError` says why there is none."""
+    lines = [line.strip() for line in sdp.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines or lines[0] != "v=0":
+        raise SDPError("not an SDP session description", 400)
+    session_address, media, current = "", [], None
+    for line in lines[1:]:
+        kind, eq, value = line.partition("=")
+        if not eq or len(kind) != 1:
+            raise SDPError(f"malformed SDP line {line[:60]!r}", 400)
+        if kind == "c":
+            address = _connection_address(value)
+            if current is None:
+                session_address = address
+            else:
+                current.address = address
+        elif kind == "m":
+            parts = value.split()
+            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                raise SDPError(f"malformed m-line {line[:60]!r}", 400)
+            current = MediaLine(parts[0], int(parts[1].split("/")[0]), parts[2], parts[3:],
+                                session_address, {})
+            media.append(current)
+        elif kind == "a" and current is not None:
+            name, _, arg = value.partition(":")
+            if name == "rtpmap":
+                pt, _, encoding = arg.partition(" ")
+                current.rtpmap[pt.strip()] = encoding.strip()
+            elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
+                current.direction = name
+    audio = [i for i, m in enumerate(media) if m.media == "audio" and m.port != 0]
+    if not audio:
+        raise SDPError("the offer has no audio stream")
+    reasons = []
+    for index in audio:
+        m = media[index]
+        if m.proto != "RTP/AVP":
+            reasons.append(f"transport {m.proto} (only RTP/AVP: no SRTP, no WebRTC)")
+            continue
+        if not m.address:
+            raise SDPError("the offer has no connection address (c=)", 400)
+        choice = _choose_codec(m)
+        if choice is None:
+            offered = ", ".join(m.rtpmap.get(f, f) for f in m.formats)
+            reasons.append(f"codecs {offered} (we take PCMU or PCMA at 8 kHz)")
+            continue
+        pt, codec = choice
+        dtmf = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(f, "").lower()
+                     == "telephone-event/8000"), None)
+        return AudioOffer(m.address, m.port, codec, pt, dtmf, media, index, m.direction)
+    raise SDPError("no acceptable audio: " + "; ".join(reasons))
+
+
+def _connection_address(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SDPError(f"malformed connection line c={value[:60]!r}", 400)
+    return parts[2].split("/")[0]
+
+
+def _choose_codec(m: MediaLine) -> tuple[int, Codec] | None:
+    for fmt in m.formats:
+        if not fmt.isdigit():
+            continue
+        name = m.rtpmap.get(fmt, "")
+        if name:
+            encoding, _, rate = name.partition("/")
+            codec = CODECS.get(encoding.upper())
+            if codec is not None and rate.split("/")[0] == "8000":
+                return int(fmt), codec
+        else:  # a static payload type with no rtpmap
+            codec = next((c for c in CODECS.values() if c.payload_type == int(fmt)), None)
+            if codec is not None:
+                return int(fmt), codec
+    return None
+
+
+_ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
+                     "inactive": "inactive"}
+
+
+def build_answer(offer: AudioOffer, address: str, port: int, session_id: int | None = None,
+                 version: int = 1) -> str:
+    """Our answer: the chosen codec (and telephone-event) on the audio line, every other
+    offered stream refused with port 0, as RFC 3264 requires."""
+    sid = session_id if session_id is not None else secrets.randbelow(2**31)
+    family = "IP6" if ":" in address else "IP4"
+    lines = ["v=0", f"o=voiceagent {sid} {version} IN {family} {address}", "s=voiceagent",
+             f"c=IN {family} {address}", "t=0 0"]
+    for i, m in enumerate(offer.media):
+        if i != offer.audio_index:
+            lines.append(f"m={m.media} 0 {m.proto} {' '.join(m.formats)}")
+            continue
+        formats = [offer.payload_type]
+        if offer.dtmf_payload_type is not None:
+            formats.append(offer.dtmf_payload_type)
+        lines.append(f"m=audio {port} RTP/AVP {' '.join(map(str, formats))}")
+        lines.append(f"a=rtpmap:{offer.payload_type} {offer.codec.name}/8000")
+        if offer.dtmf_payload_type is not None:
+            lines += [f"a=rtpmap:{offer.dtmf_payload_type} telephone-event/8000",
+                      f"a=fmtp:{offer.dtmf_payload_type} 0-15"]
+        lines += ["a=ptime:20", f"a={_ANSWER_DIRECTION.get(offer.direction, 'sendrecv')}"]
+    return "\r\n".join(lines) + "\r\n"
