@@ -73,15 +73,16 @@ class JitterBuffer:
 
     Playback starts once ``depth`` packets are queued, which absorbs that much network
     jitter. A missing packet with later ones waiting is declared lost (silence in its
-    place); late and duplicate packets are dropped; past ``max_depth`` the oldest go, so a
-    sender whose clock runs fast cannot build up delay.
+    place); late and duplicate packets are dropped. Delay cannot build up: past twice
+    ``depth`` (packets that came before playback began, a sender whose clock runs fast) the
+    oldest are skipped down to ``depth``, and past ``max_depth`` they are dropped on arrival.
     """
 
     def __init__(self, depth: int = 3, max_depth: int = 10) -> None:
         self.depth, self.max_depth = depth, max_depth
         self._packets: dict[int, bytes | None] = {}
         self._next: int | None = None
-        self.lost = self.late = 0
+        self.lost = self.late = self.skipped = 0
 
     def push(self, sequence: int, payload: bytes | None) -> None:
         """``payload`` None: a packet that holds no audio (a telephone-event, comfort
@@ -91,10 +92,13 @@ class JitterBuffer:
             return
         self._packets[sequence] = payload
         while len(self._packets) > self.max_depth:
-            oldest = min(self._packets, key=self._age)
-            del self._packets[oldest]
-            self._next = (oldest + 1) & 0xFFFF
-            self.lost += 1
+            self._skip_oldest()
+
+    def _skip_oldest(self) -> None:
+        oldest = min(self._packets, key=self._age)
+        del self._packets[oldest]
+        self._next = (oldest + 1) & 0xFFFF
+        self.skipped += 1
 
     def pop(self) -> bytes | None:
         """The next packet's payload, or None (nothing due yet, or lost: play silence)."""
@@ -102,6 +106,9 @@ class JitterBuffer:
             if len(self._packets) < self.depth:
                 return None
             self._next = min(self._packets, key=self._age)
+        if len(self._packets) > 2 * self.depth:
+            while len(self._packets) > self.depth:
+                self._skip_oldest()
         if self._next in self._packets:
             payload = self._packets.pop(self._next)
         elif any(_before(self._next, s) for s in self._packets):

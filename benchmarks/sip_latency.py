@@ -1,0 +1,191 @@
+"""Voice-to-voice latency as a phone caller hears it, over SIP and RTP on loopback.
+
+    python benchmarks/sip_latency.py [--agent examples/basic_agent.py] [--data DIR]
+        [--clips NAME ...] [--runs 3] [--json]
+
+An in-process ``voiceagent sip`` bridge answers a caller made of a UDP socket for SIP and one
+for RTP: it sends INVITE (PCMU), then each clip as 8 kHz mu-law in 20 ms packets paced in
+real time, followed by silence, ``--runs`` times in one call, and records when every packet
+of the agent's voice arrives. A turn's latency is from the caller's last packet of speech
+(the last 20 ms frame within 35 dB of the clip's loudest) to the first agent packet above
+-40 dBFS, so it includes
+G.711 both ways, the bridge's jitter buffer and 20 ms packetisation on top of the server's own
+figure (end of speech to first audio played), reported beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import numpy as np
+from common import add_agent_arguments, agent_from, clips, emit, median, parser
+
+from voiceagent.audio import load_audio, resample
+from voiceagent.events import Event
+from voiceagent.session import resolve_backends
+from voiceagent.telephony.media import FRAME_SAMPLES, PCMU, TELEPHONE_RATE
+from voiceagent.telephony.rtp import RtpPacket
+from voiceagent.telephony.sip_message import SipMessage, new_branch, new_tag, parse
+from voiceagent.telephony.sip_server import SipOptions, SipServer
+
+TAIL = 8.0  # seconds of silence after each clip: time for the agent's answer
+LOUD_DBFS = -40.0  # the agent's voice (Piper speaks at a steady level)
+SPEECH_RANGE_DB = 35.0  # the caller's speech: recordings differ in level
+
+
+def frame_dbfs(samples: np.ndarray) -> float:
+    return 20 * np.log10(float(np.sqrt(np.mean(samples ** 2))) + 1e-9)
+
+
+class Caller:
+    """Just enough of a SIP caller to place one call and time the audio both ways."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for s in (self.sip, self.rtp):
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+        self.call_id, self.tag = uuid.uuid4().hex, new_tag()
+        self.to = "<sip:agent@127.0.0.1>"
+        self.remote_rtp: tuple[str, int] | None = None
+        self.heard: list[tuple[float, float]] = []  # (arrival, dBFS) per agent packet
+
+    def _request(self, method: str, cseq: int, body: str = "") -> SipMessage:
+        msg = SipMessage(method=method, uri=f"sip:agent@{self.server[0]}:{self.server[1]}")
+        port = self.sip.getsockname()[1]
+        msg.add("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()};rport")
+        msg.add("From", f"<sip:bench@127.0.0.1>;tag={self.tag}")
+        msg.add("To", self.to)
+        msg.add("Call-ID", self.call_id)
+        msg.add("CSeq", f"{cseq} {method}")
+        msg.add("Contact", f"<sip:bench@127.0.0.1:{port}>")
+        if body:
+            msg.add("Content-Type", "application/sdp")
+            msg.body = body.encode()
+        return msg
+
+    async def _final(self) -> SipMessage:
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = parse(await asyncio.wait_for(loop.sock_recv(self.sip, 65535), 10))
+            if msg.status >= 200:
+                return msg
+
+    async def dial(self) -> None:
+        loop = asyncio.get_running_loop()
+        port = self.rtp.getsockname()[1]
+        offer = (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 f"m=audio {port} RTP/AVP 0\r\n")
+        await loop.sock_sendto(self.sip, self._request("INVITE", 1, offer).encode(),
+                               self.server)
+        ok = await self._final()
+        if ok.status != 200:
+            raise RuntimeError(f"call refused: {ok.status} {ok.reason}")
+        self.to = ok.get("to") or self.to
+        media = next(line for line in ok.body.decode().splitlines() if line.startswith("m="))
+        self.remote_rtp = ("127.0.0.1", int(media.split()[1]))
+        await loop.sock_sendto(self.sip, self._request("ACK", 1).encode(), self.server)
+
+    async def hang_up(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendto(self.sip, self._request("BYE", 2).encode(), self.server)
+        await self._final()
+        self.sip.close()
+        self.rtp.close()
+
+    async def listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.rtp, 2048)
+            samples = PCMU.decode(RtpPacket.decode(data).payload)
+            self.heard.append((loop.time(), frame_dbfs(samples)))
+
+    async def talk(self, audio_8k: np.ndarray) -> list[float]:
+        """Send the audio in real time; returns the send time of every speech frame."""
+        loop = asyncio.get_running_loop()
+        assert self.remote_rtp is not None
+        frames = [audio_8k[i:i + FRAME_SAMPLES]
+                  for i in range(0, len(audio_8k) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
+        levels = [frame_dbfs(f) for f in frames]
+        threshold = max(levels) - SPEECH_RANGE_DB
+        loud, start = [], loop.time()
+        for seq, frame in enumerate(frames):
+            await asyncio.sleep(max(0.0, start + seq * 0.02 - loop.time()))
+            packet = RtpPacket(PCMU.payload_type, seq, seq * FRAME_SAMPLES, 1234,
+                               PCMU.encode(frame))
+            await loop.sock_sendto(self.rtp, packet.encode(), self.remote_rtp)
+            if levels[seq] > threshold:
+                loud.append(loop.time())
+        return loud
+
+
+async def measure_clip(server: SipServer, clip, runs: int, server_v2v: list) -> dict:
+    audio = resample(load_audio(clip.path), 16_000, TELEPHONE_RATE)
+    turn = np.concatenate([audio, np.zeros(int(TAIL * TELEPHONE_RATE), np.float32)])
+    caller = Caller(server.address)
+    await caller.dial()
+    listener = asyncio.ensure_future(caller.listen())
+    measured, first_metric = [], len(server_v2v)
+    try:
+        loud = await caller.talk(np.concatenate([turn] * runs))
+        cycle = len(turn) / TELEPHONE_RATE
+        for k in range(runs):
+            # the clip's speech within this repetition: its last loud frame
+            spoken = [t for t in loud if loud[0] + k * cycle - 1 <= t < loud[0] + (k + 1) * cycle
+                      - TAIL]
+            if not spoken:
+                continue
+            end = spoken[-1]
+            reply = next((t for t, db in caller.heard if t > end and db > LOUD_DBFS), None)
+            if reply is not None and reply < end + TAIL:
+                measured.append(reply - end)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await caller.hang_up()
+    server_side = server_v2v[first_metric:]
+    return {"clip": clip.name, "turns": len(measured), "caller": median(measured),
+            "server": median(server_side), "latencies": [round(v, 3) for v in measured]}
+
+
+async def main() -> None:
+    p = parser(__doc__.split("\n")[0])
+    add_agent_arguments(p)
+    args = p.parse_args()
+    selected = clips(args)
+    agent = agent_from(args)
+    backends = resolve_backends(agent)
+    server_v2v: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if event.type == "metrics" and event.metrics.voice_to_voice is not None:  # type: ignore[attr-defined]
+            server_v2v.append(event.metrics.voice_to_voice)  # type: ignore[attr-defined]
+
+    server = SipServer(agent, backends, SipOptions(port=0), subscribers=[on_event])
+    await server.start()
+    try:
+        per_clip = [await measure_clip(server, clip, args.runs, server_v2v)
+                    for clip in selected]
+    finally:
+        await server.close()
+    every = [v for c in per_clip for v in c["latencies"]]
+    figures = {"runs": args.runs, "turns": len(every), "median_caller": median(every),
+               "median_server": median(server_v2v), "clips": per_clip}
+
+    def fmt(v: float | None) -> str:
+        return f"{v * 1000:7.0f}" if v is not None else "      -"
+
+    lines = [f"{'clip (median ms)':48} {'turns':>5} {'caller':>7} {'server':>7}"]
+    lines += [f"{c['clip']:48} {c['turns']:5d} {fmt(c['caller'])} {fmt(c['server'])}"
+              for c in per_clip]
+    lines.append(f"{'all':48} {len(every):5d} {fmt(figures['median_caller'])} "
+                 f"{fmt(figures['median_server'])}")
+    emit(figures, args.json, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
