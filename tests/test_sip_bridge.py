@@ -201,6 +201,13 @@ async def test_dtmf_keys_become_events_and_a_caller_bye_ends_the_call(bridge):
     assert call.endpoint.rejected == 1
     keys = [e.digit for e in server.events if e.type == "dtmf"]
     assert keys == ["4", "2"]
+    # One entry (no key for the inter-digit time-out) reaches the LLM as a user turn.
+    for _ in range(50):
+        turns = [e.text for e in server.events if e.type == "user_turn"]
+        if turns:
+            break
+        await asyncio.sleep(0.1)
+    assert turns == ["(The caller pressed 4 2 on the keypad.)"]
     to_tag = ok.get("to").split("tag=")[1]
     await peer.send(peer.request("BYE", call_id="dtmf-call", cseq=2, to_tag=to_tag),
                     server.address)

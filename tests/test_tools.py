@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 
-from voiceagent import Agent, function_tool
+from voiceagent import Agent, ToolContext, end_call, function_tool
 from voiceagent.tools import FunctionTool
 
 
@@ -102,3 +102,32 @@ def test_star_args_cannot_be_described():
 
     with pytest.raises(TypeError):
         FunctionTool(bad)
+
+
+def test_a_tool_context_parameter_is_injected_and_hidden_from_the_llm():
+    from voiceagent.clock import SessionClock
+    from voiceagent.events import EventBus
+    from voiceagent.metrics import MetricsTracker
+    from voiceagent.runtime import SessionRuntime
+
+    seen = []
+
+    @function_tool
+    def transfer(department: str, context: ToolContext) -> str:
+        """Transfer the caller."""
+        seen.append((department, context.session_id, context.turn_id))
+        return "ok"
+
+    assert list(transfer.schema["function"]["parameters"]["properties"]) == ["department"]
+    assert end_call.schema["function"]["parameters"]["properties"] == {}
+    events = EventBus("s1")
+    runtime = SessionRuntime("s1", SessionClock(), events, MetricsTracker(events))
+    context = ToolContext("s1", 3, runtime)
+    assert asyncio.run(transfer.invoke('{"department": "sales"}', context=context)) == ("ok", False)
+    assert seen == [("sales", "s1", 3)]
+    # Without a conversation to act on, the tool reports an error instead of running.
+    result, error = asyncio.run(end_call.invoke("{}"))
+    assert error and "conversation" in result
+    assert runtime.hangup_reason is None
+    assert asyncio.run(end_call.invoke("{}", context=context))[1] is False
+    assert runtime.hangup_reason == "the agent ended the call"

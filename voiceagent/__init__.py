@@ -1,12 +1,13 @@
 """voiceagent: real-time voice agents, offline on a CPU out of the box."""
 
-from .agent import Agent, AgentOptions, EndpointingOptions
+from .agent import Agent, AgentOptions, BargeInOptions, DTMFOptions, EndpointingOptions
 from .errors import BackendError, BackendUnavailable, ConfigError, VoiceAgentError
 from .session import AgentSession
 from .tools import FunctionTool, ToolContext, end_call, function_tool
 
 __all__ = [
-    "Agent", "AgentOptions", "AgentSession", "BackendError", "BackendUnavailable",
+    "Agent", "AgentOptions", "AgentSession", "BackendError", "BackendUnavailable", "BargeInOptions",
+    "DTMFOptions",
     "ConfigError", "EndpointingOptions", "FunctionTool", "ToolContext", "VoiceAgentError",
     "end_call", "function_tool",
 ]
