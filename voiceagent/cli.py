@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="print no transcript")
     add_backend_flags(run)
 
-    serve = sub.add_parser("serve", help="talk to an agent from a browser over WebRTC")
+    serve = sub.add_parser("serve", help="talk to an agent from a browser (WebRTC) or a phone "
+                                         "(Twilio Media Streams)")
     serve.add_argument("agent", help="the agent entrypoint file (e.g. examples/basic_agent.py)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                        "127.0.0.1; browsers allow the microphone only there or over HTTPS)")
@@ -109,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ice-host-address", action="append", metavar="ADDR",
                        help="offer ICE host candidates only on this address (repeatable; "
                             "default: every non-loopback interface)")
-    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on offers")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on offers (and "
+                       "the token parameter on media streams)")
+    serve.add_argument("--public-url", metavar="URL",
+                       help="the server's public https:// URL, for the media-stream address "
+                            "in TwiML (default: from the request's Host header)")
     serve.add_argument("--max-sessions", type=int, default=4, metavar="N",
                        help="concurrent conversations allowed (default 4)")
     serve.add_argument("--events", help="append every session's events here (JSONL)")

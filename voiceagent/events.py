@@ -134,6 +134,14 @@ class DTMFEvent(Event):
     digit: str
 
 
+class PlayoutMarkEvent(Event):
+    """The far end has played (or, after a barge-in, dropped) the agent's audio up to a mark
+    the transport sent: a media stream's echoed ``mark``, one after each reply."""
+
+    type: Literal["playout_mark"] = "playout_mark"
+    name: str
+
+
 class ErrorEvent(Event):
     type: Literal["error"] = "error"
     source: str

@@ -174,17 +174,25 @@ class AgentSession:
         while rt.hangup_reason is None or rt.active_replies:
             await asyncio.sleep(0.02)
 
+    @property
+    def end_reason(self) -> str:
+        """Why the conversation ended by itself: the agent hung up, a fatal error, or the
+        input's own reason (a caller who went quiet, a file that ended)."""
+        fatal = self.graph.fatal_error
+        if self.runtime.hangup_reason:
+            return self.runtime.hangup_reason
+        if fatal is not None:
+            return f"error: {fatal.message}"
+        return getattr(self.input, "end_reason", "") or "completed"
+
     async def stop(self, *, graceful: bool = False, reason: str = "") -> None:
         """End the session; afterwards none of its tasks is left."""
         if self._ended:
             return
         self._ended = True
         await self.graph.stop(graceful=graceful)
-        fatal = self.graph.fatal_error
-        self.events.emit(SessionStateEvent(
-            ts=self.runtime.clock.now(), state="ended",
-            reason=reason or self.runtime.hangup_reason
-            or (f"error: {fatal.message}" if fatal else "completed")))
+        self.events.emit(SessionStateEvent(ts=self.runtime.clock.now(), state="ended",
+                                           reason=reason or self.end_reason))
 
     async def run(self, timeout: float | None = None) -> None:
         await self.start()

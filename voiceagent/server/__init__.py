@@ -1,4 +1,5 @@
-"""``voiceagent serve``: talk to an agent from a browser over WebRTC."""
+"""``voiceagent serve``: talk to an agent from a browser over WebRTC, or by phone through a
+media stream."""
 
 from .app import ServerConfig, SessionRegistry, create_app
 

@@ -1,13 +1,18 @@
-"""The HTTP side of ``voiceagent serve``: the web client and WebRTC signalling.
+"""The HTTP side of ``voiceagent serve``: the web client, WebRTC signalling and phone
+media streams.
 
 Routes: ``GET /`` (the page), ``GET /api/config`` (what the page needs: ICE servers, whether
 a token is required), ``POST /api/offer`` (an SDP offer in, the answer out: one session per
-offer) and ``GET /health``. Errors are JSON ``{"error": ...}`` with the status that says
-what went wrong. Models are loaded before the app is built and shared by every session.
+offer), ``GET /health``, the WebSocket ``/media-stream/{provider}`` (one phone call per
+connection, framed as the provider does: ``twilio``) and ``GET|POST /twilio/twiml`` (the TwiML
+that points a Twilio call at that WebSocket). HTTP errors are JSON ``{"error": ...}`` with the
+status that says what went wrong. Models are loaded before the app is built and shared by
+every session; browsers and calls count alike against ``max_sessions``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -16,16 +21,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from aiortc import RTCIceServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 
 from ..agent import Agent
 from ..events import Event
+from ..telephony.media_stream import MediaStreamCall
+from ..telephony.serializers import SERIALIZERS, twiml_connect_stream
 from ..transports.webrtc_peer import OfferError, WebRTCPeer
 from .registry import SessionRegistry
 
@@ -43,6 +52,9 @@ class ServerConfig:
     token: str | None = None
     max_sessions: int = 4
     subscribers: Sequence[Callable[[Event], object]] = field(default_factory=list)
+    #: the server's public base URL (https://agent.example.com), for the media-stream URL in
+    #: the TwiML; by default it is wss:// and the Host the request came to
+    public_url: str | None = None
 
 
 class HTTPError(Exception):
@@ -78,6 +90,46 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
         return JSONResponse({"sdp": answer.sdp, "type": answer.type,
                              "session_id": peer.session_id})
 
+    async def media_stream(websocket: WebSocket) -> None:
+        await websocket.accept()  # refusals below are close codes with a reason
+        provider = websocket.path_params["provider"]
+        serializer = SERIALIZERS.get(provider)
+        if serializer is None:
+            await websocket.close(1008, f"no media-stream provider {provider!r}; known: "
+                                        f"{', '.join(SERIALIZERS)}")
+            return
+        if not registry.reserve():
+            await websocket.close(1013, f"too many sessions (at most {config.max_sessions})")
+            return
+        call = MediaStreamCall(websocket, serializer(), agent, backends, token=config.token,
+                               subscribers=config.subscribers)
+        try:
+            started = await call.start()
+        finally:
+            registry.release()
+        if started:
+            # The connection lasts as long as the call, whose task the registry owns (and
+            # logs if it fails); cancelling this handler cancels the call.
+            await asyncio.gather(registry.add(call), return_exceptions=True)
+
+    async def twiml(request: Request) -> Response:
+        token = config.token
+        if token is not None and not hmac.compare_digest(
+                request.query_params.get("token", "").encode(), token.encode()):
+            return JSONResponse({"error": "a valid ?token= is required"}, 401)
+        fields = dict(request.query_params)
+        if request.method == "POST":  # Twilio's webhook: a form with the call's details
+            try:
+                fields.update(parse_qsl((await _read_body(request)).decode("utf-8", "replace")))
+            except HTTPError as exc:
+                return JSONResponse({"error": str(exc)}, exc.status)
+        parameters = {ours: fields[theirs] for ours, theirs in (("from", "From"), ("to", "To"))
+                      if fields.get(theirs)}
+        if token is not None:
+            parameters["token"] = token
+        url = _stream_url(request, config.public_url, "twilio")
+        return Response(twiml_connect_stream(url, parameters), media_type="application/xml")
+
     async def client_config(request: Request) -> Response:
         servers = [{"urls": s.urls, **({"username": s.username, "credential": s.credential}
                                       if s.username else {})} for s in config.ice_servers]
@@ -100,10 +152,23 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
         Route("/api/config", client_config),
         Route("/api/offer", offer, methods=["POST"]),
         Route("/health", health),
+        WebSocketRoute("/media-stream/{provider}", media_stream),
+        Route("/twilio/twiml", twiml, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], lifespan=lifespan)
     app.state.registry = registry
     return app
+
+
+def _stream_url(request: Request, public_url: str | None, provider: str) -> str:
+    """Where the provider should open the media stream: the public URL's host (ws:// only for
+    an http:// one, as in a test), else the request's Host over wss:// (providers require
+    TLS, which a tunnel or proxy in front of the server provides)."""
+    if public_url:
+        base = urlsplit(public_url)
+        scheme = "ws" if base.scheme in ("http", "ws") else "wss"
+        return f"{scheme}://{base.netloc}{base.path.rstrip('/')}/media-stream/{provider}"
+    return f"wss://{request.headers.get('host', request.url.netloc)}/media-stream/{provider}"
 
 
 def _check_token(request: Request, token: str | None) -> None:

@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
-from ..transports.webrtc_peer import WebRTCPeer
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class Conversation(Protocol):
+    """What the registry serves: a browser's peer connection, a phone call's media stream.
+    ``serve()`` lasts as long as the conversation and cleans up, also when cancelled."""
+
+    session_id: str | None
+
+    async def serve(self) -> None: ...
 
 
 class SessionRegistry:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
-        self.peers: dict[str, WebRTCPeer] = {}
+        self.sessions: dict[str, Conversation] = {}
         self._tasks: dict[str, asyncio.Task] = {}
-        self._reserved = 0  # offers being answered: they count against the limit
+        self._reserved = 0  # sessions being set up: they count against the limit
 
     def __len__(self) -> int:
-        return len(self.peers)
+        return len(self.sessions)
 
     def reserve(self) -> bool:
         """Claim a place for a session about to be created; False when full."""
-        if len(self.peers) + self._reserved >= self.max_sessions:
+        if len(self.sessions) + self._reserved >= self.max_sessions:
             return False
         self._reserved += 1
         return True
@@ -30,17 +38,18 @@ class SessionRegistry:
     def release(self) -> None:
         self._reserved -= 1
 
-    def add(self, peer: WebRTCPeer) -> None:
-        """Serve an accepted peer until it ends; then it leaves the registry."""
-        sid = peer.session_id
+    def add(self, conversation: Conversation) -> asyncio.Task:
+        """Serve a started conversation until it ends; then it leaves the registry."""
+        sid = conversation.session_id
         assert sid is not None
-        self.peers[sid] = peer
-        task = asyncio.create_task(peer.serve(), name=f"session-{sid}:peer")
+        self.sessions[sid] = conversation
+        task = asyncio.create_task(conversation.serve(), name=f"session-{sid}:serve")
         self._tasks[sid] = task
         task.add_done_callback(lambda t: self._forget(sid, t))
+        return task
 
     def _forget(self, sid: str, task: asyncio.Task) -> None:
-        self.peers.pop(sid, None)
+        self.sessions.pop(sid, None)
         self._tasks.pop(sid, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("session %s failed", sid, exc_info=task.exception())

@@ -55,7 +55,6 @@ class PushedAudioInput(LiveAudioInput):
         super().__init__(runtime)
         self.rate = rate
         self.timeout = timeout
-        self.end_reason = ""
         self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(max_queued)
 
     def push(self, samples: np.ndarray) -> None:

@@ -229,7 +229,6 @@ class RtpAudioInput(LiveAudioInput):
         super().__init__(runtime)
         self.endpoint = endpoint
         self.timeout = timeout
-        self.end_reason = ""
         self._due: float | None = None
         self._started: float | None = None
         self._silence = np.zeros(FRAME_SAMPLES, np.float32)

@@ -118,7 +118,7 @@ class SipCall:
                  asyncio.ensure_future(self._done.wait())]
         try:
             await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
-            self.reason = self.reason or self._why_ended()
+            self.reason = self.reason or self.session.end_reason
         finally:
             for task in tasks:
                 task.cancel()
@@ -127,16 +127,6 @@ class SipCall:
             self.endpoint.close()
         if not self.caller_hung_up:
             await self._send_bye(request)
-
-    def _why_ended(self) -> str:
-        rt = self.session.runtime
-        if rt.hangup_reason:
-            return rt.hangup_reason
-        fatal = self.session.graph.fatal_error
-        if fatal is not None:
-            return f"error: {fatal.message}"
-        source = self.session.input
-        return getattr(source, "end_reason", "") or "the call's audio ended"
 
     async def _resend_answer_until_acked(self, send: Send) -> None:
         """RFC 3261 13.3.1.4: the 200 OK is resent (T1, doubling to T2) until the ACK;

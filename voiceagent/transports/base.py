@@ -105,6 +105,7 @@ class LiveAudioInput(AudioSourceNode):
     def __init__(self, runtime: SessionRuntime, name: str = "input") -> None:
         super().__init__(runtime, name)
         self.muted = False
+        self.end_reason = ""  # why :meth:`receive` ended the input, for the session's end
         self._step = round(PIPELINE_RATE * FRAME_SECONDS)
 
     async def receive(self) -> tuple[np.ndarray, int] | None:

@@ -46,10 +46,11 @@ class WebRTCAudioInput(LiveAudioInput):
         try:
             frame = await asyncio.wait_for(self.track.recv(), self.timeout)
         except MediaStreamError:
-            return None  # the browser hung up
+            self.end_reason = "the microphone track ended"  # the browser hung up
+            return None
         except TimeoutError:
-            log.info("%s: no audio from the browser for %.0f s; ending",
-                     self.runtime.session_id, self.timeout)
+            self.end_reason = f"no audio from the browser for {self.timeout:g} s"
+            log.info("%s: %s; ending", self.runtime.session_id, self.end_reason)
             return None
         return _frame_to_mono(frame), frame.sample_rate
 

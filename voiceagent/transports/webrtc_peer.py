@@ -104,7 +104,7 @@ class WebRTCPeer:
             for waiter in (graph_done, hung_up):
                 waiter.cancel()
             await asyncio.gather(graph_done, hung_up, return_exceptions=True)
-            await self.close(self._reason or "the microphone track ended")
+            await self.close(self._reason or self.session.end_reason)
 
     async def close(self, reason: str = "closed") -> None:
         """Stop the session and the peer connection; safe to call more than once."""
