@@ -20,6 +20,7 @@ from sip_peers import (
     UAC_UNSUPPORTED_CODEC,
     baresip_call,
     free_port,
+    send_udp,
     sipp_call,
     sipp_uas,
     write_rtp_pcap,
@@ -87,12 +88,21 @@ async def heard(stt, recording) -> str:
 
 
 async def test_sipp_call_is_transcribed_answered_and_hung_up(backends, speech_dir, tmp_path):
+    """...while garbage and requests for calls that do not exist arrive beside it."""
     events: list[Event] = []
     server = await bridge(AGENT, backends, events)
+    target = f"127.0.0.1:{server.address[1]}"
     pcap = write_rtp_pcap(clip_8k(speech_dir, 0.0, 4.3), tmp_path / "call.pcap")
     try:
-        result = await sipp_call(f"127.0.0.1:{server.address[1]}", pcap,
-                                 local_port=free_port(), media_port=free_port(), wait_after=7.0)
+        call = asyncio.ensure_future(sipp_call(target, pcap, local_port=free_port(),
+                                               media_port=free_port(), wait_after=7.0))
+        await asyncio.sleep(1.5)
+        assert await send_udp(target, b"\x16\x03\x01 not SIP at all\r\n\r\n") is None
+        stray = (b"BYE sip:agent@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKs"
+                 b"\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: none\r\n"
+                 b"CSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n")
+        assert (await send_udp(target, stray)).startswith(b"SIP/2.0 481")
+        result = await call
         await asyncio.sleep(0.2)
     finally:
         await closed(server)
