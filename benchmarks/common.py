@@ -74,6 +74,11 @@ def machine() -> dict[str, object]:
             "date": datetime.now(UTC).strftime("%Y-%m-%d")}
 
 
+def ms(seconds: float | None, width: int = 7) -> str:
+    """Seconds as whole milliseconds, right-aligned; "-" where there is no figure."""
+    return f"{seconds * 1000:{width}.0f}" if seconds is not None else f"{'-':>{width}}"
+
+
 def median(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 4) if values else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from common import add_agent_arguments, agent_from, clips, emit, median, parser
+from common import add_agent_arguments, agent_from, clips, emit, median, ms, parser
 
 from voiceagent.audio import load_audio
 from voiceagent.runner import converse_with_file
@@ -44,14 +44,11 @@ async def main() -> None:
         "clips": per_clip,
     }
 
-    def fmt(v: float | None) -> str:
-        return f"{v * 1000:7.0f}" if v is not None else "      -"
-
     lines = [f"{'clip (median ms)':48} {'turns':>5} " + " ".join(f"{s[:7]:>7}" for s in STAGES)]
     for row in per_clip:
-        cells = " ".join(fmt(row[s]) for s in STAGES)
+        cells = " ".join(ms(row[s]) for s in STAGES)
         lines.append(f"{row['clip']:48} {row['turns']:5} {cells}")
-    cells = " ".join(fmt(figures["median"][s]) for s in STAGES)
+    cells = " ".join(ms(figures["median"][s]) for s in STAGES)
     lines.append(f"{'ALL':48} {len(turns):5} {cells}")
     v2v = figures["median"]["voice_to_voice"]
     lines.append(f"\nvoice-to-voice median: {v2v * 1000:.0f} ms over {len(turns)} turns"

@@ -20,7 +20,7 @@ import socket
 import uuid
 
 import numpy as np
-from common import add_agent_arguments, agent_from, clips, emit, median, parser
+from common import add_agent_arguments, agent_from, clips, emit, median, ms, parser
 
 from voiceagent.audio import load_audio, resample
 from voiceagent.events import Event
@@ -176,14 +176,11 @@ async def main() -> None:
     figures = {"runs": args.runs, "turns": len(every), "median_caller": median(every),
                "median_server": median(server_v2v), "clips": per_clip}
 
-    def fmt(v: float | None) -> str:
-        return f"{v * 1000:7.0f}" if v is not None else "      -"
-
     lines = [f"{'clip (median ms)':48} {'turns':>5} {'caller':>7} {'server':>7}"]
-    lines += [f"{c['clip']:48} {c['turns']:5d} {fmt(c['caller'])} {fmt(c['server'])}"
+    lines += [f"{c['clip']:48} {c['turns']:5d} {ms(c['caller'])} {ms(c['server'])}"
               for c in per_clip]
-    lines.append(f"{'all':48} {len(every):5d} {fmt(figures['median_caller'])} "
-                 f"{fmt(figures['median_server'])}")
+    lines.append(f"{'all':48} {len(every):5d} {ms(figures['median_caller'])} "
+                 f"{ms(figures['median_server'])}")
     emit(figures, args.json, "\n".join(lines))
 
 

@@ -18,7 +18,7 @@ import asyncio
 import time
 
 import numpy as np
-from common import clips, emit, median, parser
+from common import clips, emit, median, ms, parser
 
 from voiceagent import Agent, registry
 from voiceagent.agent import EndpointingOptions
@@ -133,27 +133,24 @@ async def main() -> None:
         "measure_seconds": round(time.perf_counter() - t0, 1),
     }
 
-    def fmt(v):
-        return "     -" if v is None else f"{v * 1000:6.0f}"
-
     lines = [f"{figures['complete']} complete and {figures['split']} split cases, "
              f"{figures['pauses']} pauses; median model latency: audio "
-             f"{fmt(figures['median_audio_latency_s'])} ms, transcript+text "
-             f"{fmt(figures['median_text_latency_s'])} ms", "",
+             f"{ms(figures['median_audio_latency_s'], 6)} ms, transcript+text "
+             f"{ms(figures['median_text_latency_s'], 6)} ms", "",
              "VAD-only: silence_timeout -> median end-of-turn delay (ms), false cut-offs"]
     for r in vad_rows:
-        lines.append(f"  {r['silence_timeout']:4.1f} s  {fmt(r['median_delay_s'])}  "
+        lines.append(f"  {r['silence_timeout']:4.1f} s  {ms(r['median_delay_s'], 6)}  "
                      f"{r['false_cutoff_rate']:6.1%} ({r['cutoffs']}/{r['splits']})")
     lines.append("hybrid: complete/incomplete score -> median delay (ms), false cut-offs")
     for r in hybrid_rows:
         lines.append(f"  {r['complete_score']:.1f}/{r['incomplete_score']:.1f}    "
-                     f"{fmt(r['median_delay_s'])}  {r['false_cutoff_rate']:6.1%} "
+                     f"{ms(r['median_delay_s'], 6)}  {r['false_cutoff_rate']:6.1%} "
                      f"({r['cutoffs']}/{r['splits']})")
-    lines.append(f"default hybrid: median delay {fmt(default.median_delay)} ms, false cut-offs "
+    lines.append(f"default hybrid: median delay {ms(default.median_delay, 6)} ms, false cut-offs "
                  f"{default.cutoff_rate:.1%}")
     for b in barge:
-        lines.append(f"barge-in {b['clip']}: onset->silent {fmt(b['onset_to_silent_s'])} ms, "
-                     f"onset->confirmed {fmt(b['onset_to_confirmed_s'])} ms")
+        lines.append(f"barge-in {b['clip']}: onset->silent {ms(b['onset_to_silent_s'], 6)} ms, "
+                     f"onset->confirmed {ms(b['onset_to_confirmed_s'], 6)} ms")
     emit(figures, args.json, "\n".join(lines))
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, add_agent_arguments, agent_from, clips, emit, median, parser
+from common import REPO, add_agent_arguments, agent_from, clips, emit, median, ms, parser
 
 sys.path.insert(0, str(REPO / "tests"))
 from playwright.async_api import async_playwright  # noqa: E402
@@ -83,14 +83,12 @@ async def main() -> None:
                "median_server_voice_to_voice": median([r["server"] for r in rows]),
                "clips": rows}
 
-    def fmt(v: float | None) -> str:
-        return f"{v * 1000:8.0f}" if v is not None else "       -"
-
     lines = [f"{'clip (median ms)':40} {'turns':>5} {'browser':>8} {'server':>8}"]
-    lines += [f"{r['clip']:40} {r['turns']:5} {fmt(r['browser'])} {fmt(r['server'])}"
+    lines += [f"{r['clip']:40} {r['turns']:5} {ms(r['browser'], 8)} {ms(r['server'], 8)}"
               for r in rows]
-    lines.append(f"{'ALL':40} {len(browser_all):5} {fmt(figures['median_browser_voice_to_voice'])}"
-                 f" {fmt(figures['median_server_voice_to_voice'])}")
+    lines.append(f"{'ALL':40} {len(browser_all):5} "
+                 f"{ms(figures['median_browser_voice_to_voice'], 8)} "
+                 f"{ms(figures['median_server_voice_to_voice'], 8)}")
     emit(figures, args.json, "\n".join(lines))
 
 

@@ -16,7 +16,7 @@ from voiceagent import Agent, AgentOptions
 from voiceagent.events import Event
 from voiceagent.session import resolve_backends
 from voiceagent.telephony.rtp import RtpPacket
-from voiceagent.telephony.sip_message import SipMessage, parse
+from voiceagent.telephony.sip_message import SipMessage, parse, response
 from voiceagent.telephony.sip_server import SipOptions, SipServer
 
 AGENT = Agent("You are a friendly voice assistant. Answer in one short sentence.")
@@ -161,10 +161,7 @@ async def test_a_call_that_never_sends_audio_is_ended_with_a_bye(bridge):
     bye = await peer.final(timeout=server.options.input_timeout + 5)
     assert bye.method == "BYE" and bye.call_id == "silent-call"
     assert "no audio" in (bye.get("reason") or "")
-    reply = SipMessage(status=200)
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        reply.add(name, bye.get(name))
-    await peer.send(reply.encode(), server.address)
+    await peer.send(response(bye, 200).encode(), server.address)
     for _ in range(50):
         if not server.calls:
             break
@@ -219,3 +216,15 @@ async def test_dtmf_keys_become_events_and_a_caller_bye_ends_the_call(bridge):
         await asyncio.sleep(0.1)
     ended = [e for e in server.events if e.type == "session" and e.state == "ended"]
     assert ended and ended[0].reason == "the caller hung up"
+
+
+async def test_closing_the_bridge_hangs_up_its_calls(bridge):
+    server, peer = bridge
+    await answer_call(server, peer, "closing-call")
+    closing = asyncio.ensure_future(server.close())
+    bye = await peer.final()
+    assert bye.method == "BYE" and bye.call_id == "closing-call"
+    assert "bridge closed" in (bye.get("reason") or "")
+    await peer.send(response(bye, 200).encode(), server.address)
+    await asyncio.wait_for(closing, 5)
+    assert not server.calls

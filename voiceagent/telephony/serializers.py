@@ -172,42 +172,39 @@ class TwilioConnected(_TwilioWire):
     version: str = ""
 
 
-class TwilioStart(_TwilioWire):
-    event: Literal["start"]
+class _TwilioStreamMessage(_TwilioWire):
+    """What every message about a stream carries besides its event."""
+
     sequence_number: str = ""
     stream_sid: str = ""
+
+
+class TwilioStart(_TwilioStreamMessage):
+    event: Literal["start"]
     start: TwilioStartInfo
 
 
-class TwilioMedia(_TwilioWire):
+class TwilioMedia(_TwilioStreamMessage):
     """Both ways: the caller's audio in, the agent's out (``media.payload`` alone)."""
 
     event: Literal["media"]
-    sequence_number: str = ""
-    stream_sid: str = ""
     media: TwilioMediaInfo
 
 
-class TwilioDTMF(_TwilioWire):
+class TwilioDTMF(_TwilioStreamMessage):
     event: Literal["dtmf"]
-    sequence_number: str = ""
-    stream_sid: str = ""
     dtmf: TwilioDigit
 
 
-class TwilioMark(_TwilioWire):
+class TwilioMark(_TwilioStreamMessage):
     """Both ways: sent after audio, echoed by Twilio once that audio has played."""
 
     event: Literal["mark"]
-    sequence_number: str = ""
-    stream_sid: str = ""
     mark: TwilioMarkInfo
 
 
-class TwilioStop(_TwilioWire):
+class TwilioStop(_TwilioStreamMessage):
     event: Literal["stop"]
-    sequence_number: str = ""
-    stream_sid: str = ""
     stop: TwilioStopInfo = Field(default_factory=TwilioStopInfo)
 
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: RFC 3261 timer T1 (round-trip estimate) and T2 (longest retransmit interval), seconds.
 T1, T2 = 0.5, 4.0
+#: How long our BYE waits for its answer. Shorter than a transaction's 64*T1: the call is
+#: over for us either way, and a bridge that is shutting down should not hang on a peer.
+BYE_TIMEOUT = 4.0
 
 
 @dataclass
@@ -112,21 +115,23 @@ class SipCall:
 
     async def serve(self, send: Send, request: Request) -> None:
         """The call, from the 200 OK to the end; cleans up even when cancelled."""
-        await self.start()
-        tasks = [asyncio.ensure_future(self._resend_answer_until_acked(send)),
-                 asyncio.ensure_future(self.session.wait()),
-                 asyncio.ensure_future(self._done.wait())]
+        tasks: list[asyncio.Future] = []
         try:
+            await self.start()
+            tasks += [asyncio.ensure_future(self._resend_answer_until_acked(send)),
+                      asyncio.ensure_future(self.session.wait()),
+                      asyncio.ensure_future(self._done.wait())]
             await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
             self.reason = self.reason or self.session.end_reason
-        finally:
+        finally:  # also when the bridge closes and cancels the call: the caller gets a BYE
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.session.stop(reason=self.reason or "the bridge closed")
+            self.reason = self.reason or "the bridge closed"
+            await self.session.stop(reason=self.reason)
             self.endpoint.close()
-        if not self.caller_hung_up:
-            await self._send_bye(request)
+            if not self.caller_hung_up:
+                await self._send_bye(request)
 
     async def _resend_answer_until_acked(self, send: Send) -> None:
         """RFC 3261 13.3.1.4: the 200 OK is resent (T1, doubling to T2) until the ACK;
@@ -150,7 +155,7 @@ class SipCall:
         bye = self.dialog.request("BYE", self.via_host)
         bye.add("Reason", f'SIP;cause=200;text="{self.reason[:80]}"')
         try:
-            reply = await request(bye, self.source)
+            reply = await asyncio.wait_for(request(bye, self.source), BYE_TIMEOUT)
             if reply.status >= 300:
                 log.info("call %s: BYE answered %d %s", self.call_id, reply.status, reply.reason)
         except TimeoutError:

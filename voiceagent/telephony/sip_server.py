@@ -14,7 +14,8 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -113,7 +114,7 @@ class SipServer(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _spawn(self, coro, name: str) -> asyncio.Task:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
