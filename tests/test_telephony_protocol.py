@@ -130,3 +130,25 @@ def test_digest_matches_rfc_2617_example_and_refuses_unknown_algorithms():
     with pytest.raises(DigestError):
         authorization({"algorithm": "MD5-sess-x"}, method="REGISTER", uri="sip:x",
                       username="u", password="p")
+
+
+async def test_rtp_input_takes_packets_of_any_length_in_real_time():
+    """A phone sending 30 ms packets: every 20 ms tick gets 20 ms of its audio, in order,
+    so the input keeps to real time instead of falling behind."""
+    from voiceagent.clock import SessionClock
+    from voiceagent.events import EventBus
+    from voiceagent.metrics import MetricsTracker
+    from voiceagent.runtime import SessionRuntime
+    from voiceagent.telephony.rtp import RtpAudioInput, RtpEndpoint
+
+    events = EventBus("s")
+    runtime = SessionRuntime("s", SessionClock(), events, MetricsTracker(events))
+    endpoint = RtpEndpoint(("127.0.0.1", 9), PCMU, 0, None, jitter=JitterBuffer(depth=2))
+    source = RtpAudioInput(endpoint, runtime)
+    ramp = np.linspace(-0.5, 0.5, 240 * 4, dtype=np.float32)
+    for i in range(4):
+        endpoint.jitter.push(i, PCMU.encode(ramp[i * 240:(i + 1) * 240]))
+    frames = [await source.receive() for _ in range(6)]
+    assert all(rate == 8000 and len(f) == 160 for f, rate in frames)
+    got = np.concatenate([f for f, _ in frames])
+    assert np.allclose(got, PCMU.decode(PCMU.encode(ramp)), atol=1e-6)

@@ -221,8 +221,10 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
 class RtpAudioInput(LiveAudioInput):
     """The caller's audio, taken from the jitter buffer every 20 ms on the session clock
-    (silence where packets are missing). Ends after ``timeout`` seconds without a packet:
-    a call that never sends audio, or a caller that vanished without a BYE."""
+    (silence where packets are missing). Packets of another length (a phone sending 30 ms)
+    are taken by their audio, not their count, so the input never drifts from real time.
+    Ends after ``timeout`` seconds without a packet: a call that never sends audio, or a
+    caller that vanished without a BYE."""
 
     def __init__(self, endpoint: RtpEndpoint, runtime: SessionRuntime, *,
                  timeout: float = INPUT_TIMEOUT) -> None:
@@ -231,7 +233,7 @@ class RtpAudioInput(LiveAudioInput):
         self.timeout = timeout
         self._due: float | None = None
         self._started: float | None = None
-        self._silence = np.zeros(FRAME_SAMPLES, np.float32)
+        self._backlog = np.zeros(0, np.float32)  # decoded, not yet sent on
 
     async def receive(self) -> tuple[np.ndarray, int] | None:
         clock = self.runtime.clock
@@ -248,6 +250,13 @@ class RtpAudioInput(LiveAudioInput):
         if loop_now - last > self.timeout:
             self.end_reason = f"no audio from the caller for {self.timeout:g} s"
             return None
-        payload = ep.jitter.pop()
-        samples = self._silence if payload is None else ep.codec.decode(payload)
-        return samples, TELEPHONE_RATE
+        pieces = [self._backlog]
+        have = len(self._backlog)
+        while have < FRAME_SAMPLES and (payload := ep.jitter.pop()) is not None:
+            pieces.append(ep.codec.decode(payload))
+            have += len(pieces[-1])
+        if have < FRAME_SAMPLES:  # missing or late: silence in its place
+            pieces.append(np.zeros(FRAME_SAMPLES - have, np.float32))
+        audio = np.concatenate(pieces)
+        frame, self._backlog = audio[:FRAME_SAMPLES], audio[FRAME_SAMPLES:]
+        return frame, TELEPHONE_RATE
