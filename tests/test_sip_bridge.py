@@ -228,3 +228,21 @@ async def test_closing_the_bridge_hangs_up_its_calls(bridge):
     await peer.send(response(bye, 200).encode(), server.address)
     await asyncio.wait_for(closing, 5)
     assert not server.calls
+
+
+async def test_a_reinvite_moves_the_media_and_keeps_the_call(bridge):
+    """A session refresh or a move (a phone handing over to another RTP port): the same
+    codec on a new address is answered 200 with our SDP; a new codec is refused."""
+    server, peer = bridge
+    ok = await answer_call(server, peer, "moving-call")
+    to_tag = ok.get("to").split("tag=")[1]
+    moved = peer.offer("0").replace(f"m=audio {peer.rtp_port}", "m=audio 40000")
+    await peer.send(peer.request("INVITE", call_id="moving-call", cseq=2, to_tag=to_tag,
+                                 body=moved), server.address)
+    reply = await peer.final()
+    assert reply.status == 200 and "m=audio" in reply.body.decode()
+    assert server.calls["moving-call"].endpoint.remote == ("127.0.0.1", 40000)
+    await peer.send(peer.request("INVITE", call_id="moving-call", cseq=3, to_tag=to_tag,
+                                 body=peer.offer("8")), server.address)
+    assert (await peer.final()).status == 488
+    assert "moving-call" in server.calls
