@@ -1,4 +1,5 @@
-"""Voice-to-voice latency as a phone caller hears it, over SIP and RTP on loopback.
+"""Voice-to-voice and barge-in latency as a phone caller hears them, over SIP and RTP on
+loopback.
 
     python benchmarks/sip_latency.py [--agent examples/basic_agent.py] [--data DIR]
         [--clips NAME ...] [--runs 3] [--json]
@@ -11,11 +12,18 @@ of the agent's voice arrives. A turn's latency is from the caller's last packet 
 -40 dBFS, so it includes
 G.711 both ways, the bridge's jitter buffer and 20 ms packetisation on top of the server's own
 figure (end of speech to first audio played), reported beside it.
+
+Barge-in: for each clip, a call whose agent greets the caller at length; 1 s into the greeting
+the caller speaks the clip over it. Latency from the caller's first packet of speech to the
+agent's audio going quiet at the caller (the first agent packet starting 0.4 s below -45
+dBFS); and, on the session's clock, from the VAD's speech onset to the interruption being
+confirmed (its ``barge_in`` event).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 import uuid
 
@@ -32,6 +40,9 @@ from voiceagent.telephony.sip_server import SipOptions, SipServer
 
 TAIL = 8.0  # seconds of silence after each clip: time for the agent's answer
 LOUD_DBFS = -40.0  # the agent's voice (Piper speaks at a steady level)
+QUIET_DBFS = -45.0  # the agent has stopped
+GREETING = ("Hello and thank you for calling. This greeting goes on for a while on purpose, "
+            "so that the caller has something to talk over, the way people do on the phone.")
 SPEECH_RANGE_DB = 35.0  # the caller's speech: recordings differ in level
 
 
@@ -152,6 +163,37 @@ async def measure_clip(server: SipServer, clip, runs: int, server_v2v: list) -> 
             "server": median(server_side), "latencies": [round(v, 3) for v in measured]}
 
 
+async def measure_barge_in(server: SipServer, clip, runs: int, events: list[Event]) -> dict:
+    audio = resample(load_audio(clip.path), 16_000, TELEPHONE_RATE)
+    talk = np.concatenate([np.zeros(TELEPHONE_RATE, np.float32), audio])  # 1 s of greeting
+    silent, confirmed = [], []
+    for _ in range(runs):
+        caller = Caller(server.address)
+        first_event = len(events)
+        await caller.dial()
+        listener = asyncio.ensure_future(caller.listen())
+        try:
+            loud = await caller.talk(talk)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await caller.hang_up()
+        onset = loud[0]
+        heard = [(t, db) for t, db in caller.heard if t > onset - 0.1]
+        quiet_from = next((t for i, (t, _) in enumerate(heard)
+                           if all(db < QUIET_DBFS for _, db in heard[i:i + 20])), None)
+        if quiet_from is not None:
+            silent.append(quiet_from - onset)
+        call = events[first_event:]
+        spoken = [e.ts for e in call if e.type == "user_speaking" and e.speaking]  # type: ignore[attr-defined]
+        cut = [e.ts for e in call if e.type == "barge_in" and e.action == "interrupted"]  # type: ignore[attr-defined]
+        if spoken and cut:
+            confirmed.append(cut[0] - spoken[0])  # on the session's clock, from the VAD's onset
+    return {"clip": clip.name, "runs": len(silent), "onset_to_silent": median(silent),
+            "onset_to_confirmed": median(confirmed),
+            "silent": [round(v, 3) for v in silent]}
+
+
 async def main() -> None:
     p = parser(__doc__.split("\n")[0])
     add_agent_arguments(p)
@@ -166,21 +208,36 @@ async def main() -> None:
             server_v2v.append(event.metrics.voice_to_voice)  # type: ignore[attr-defined]
 
     server = SipServer(agent, backends, SipOptions(port=0), subscribers=[on_event])
+    greeter = copy.copy(agent)
+    greeter.greeting = GREETING
+    events: list[Event] = []
+    barging = SipServer(greeter, backends, SipOptions(port=0), subscribers=[events.append])
     await server.start()
+    await barging.start()
     try:
         per_clip = [await measure_clip(server, clip, args.runs, server_v2v)
                     for clip in selected]
+        barge_in = [await measure_barge_in(barging, clip, args.runs, events)
+                    for clip in selected]
     finally:
         await server.close()
+        await barging.close()
     every = [v for c in per_clip for v in c["latencies"]]
+    silent_all = [v for b in barge_in for v in b["silent"]]
     figures = {"runs": args.runs, "turns": len(every), "median_caller": median(every),
-               "median_server": median(server_v2v), "clips": per_clip}
+               "median_server": median(server_v2v), "clips": per_clip,
+               "median_barge_in_silent": median(silent_all), "barge_in": barge_in}
 
     lines = [f"{'clip (median ms)':48} {'turns':>5} {'caller':>7} {'server':>7}"]
     lines += [f"{c['clip']:48} {c['turns']:5d} {ms(c['caller'])} {ms(c['server'])}"
               for c in per_clip]
     lines.append(f"{'all':48} {len(every):5d} {ms(figures['median_caller'])} "
                  f"{ms(figures['median_server'])}")
+    lines += ["", f"{'barge-in over the greeting (median ms)':48} {'runs':>5} {'silent':>7} "
+                  f"{'confirm':>7}"]
+    lines += [f"{b['clip']:48} {b['runs']:5d} {ms(b['onset_to_silent'])} "
+              f"{ms(b['onset_to_confirmed'])}" for b in barge_in]
+    lines.append(f"{'all':48} {len(silent_all):5d} {ms(figures['median_barge_in_silent'])}")
     emit(figures, args.json, "\n".join(lines))
 
 
