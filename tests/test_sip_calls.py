@@ -231,3 +231,31 @@ async def test_registration_answers_a_digest_challenge_from_a_sipp_registrar():
         result = await registrar
     assert result.ok, result.errors
     assert result.sent == ["SIP/2.0 401 Unauthorized", "SIP/2.0 200 OK"] * 2
+
+
+async def test_two_callers_at_once_each_get_their_own_conversation(backends, speech_dir, tmp_path):
+    """sipp and baresip call at the same time, each saying a different sentence: each call's
+    session hears only its own caller."""
+    events: list[Event] = []
+    server = await bridge(AGENT, backends, events)
+    target = f"127.0.0.1:{server.address[1]}"
+    pcap = write_rtp_pcap(clip_8k(speech_dir, 0.0, 4.3), tmp_path / "call.pcap")
+    talk = np.concatenate([clip_8k(speech_dir, 4.0, 7.2), np.zeros(TELEPHONE_RATE * 8)])
+    write_wav(tmp_path / "talk.wav", talk.astype(np.float32), TELEPHONE_RATE)
+    try:
+        sipp, baresip = await asyncio.gather(
+            sipp_call(target, pcap, local_port=free_port(), media_port=free_port(),
+                      wait_after=6.0),
+            baresip_call(f"sip:agent@{target}", tmp_path / "talk.wav", tmp_path / "heard.wav",
+                         duration=10.0, local_port=free_port(), timeout=40))
+        await asyncio.sleep(0.2)
+    finally:
+        await closed(server)
+    assert sipp.ok and baresip.established, (sipp.errors, baresip.log[-1000:])
+    turns = {}
+    for call in of(events, "call"):
+        said = [e.text for e in of(events, "user_turn") if e.session_id == call.session_id]
+        turns[call.caller.split("@")[0]] = " ".join(said)
+    assert set(turns) == {"sip:sipp", "sip:caller"}
+    assert word_error_rate(FIRST_SENTENCE, turns["sip:sipp"]) <= 0.25, turns
+    assert word_error_rate(SECOND_SENTENCE, turns["sip:caller"]) <= 0.25, turns
