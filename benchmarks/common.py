@@ -47,6 +47,19 @@ def agent_from(args: argparse.Namespace):
     return agent
 
 
+def agent_benchmark(doc: str):
+    """The command line of a benchmark that runs a whole agent: its arguments, the clips,
+    the agent and its backends (loaded before anything is timed)."""
+    from voiceagent.session import resolve_backends
+
+    p = parser(doc.split("\n")[0])
+    add_agent_arguments(p)
+    args = p.parse_args()
+    selected = clips(args)
+    agent = agent_from(args)
+    return args, selected, agent, resolve_backends(agent)
+
+
 def clips(args: argparse.Namespace) -> list[Clip]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

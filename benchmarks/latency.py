@@ -12,22 +12,16 @@ from __future__ import annotations
 
 import asyncio
 
-from common import add_agent_arguments, agent_from, clips, emit, median, ms, parser
+from common import agent_benchmark, emit, median, ms
 
 from voiceagent.audio import load_audio
 from voiceagent.runner import converse_with_file
-from voiceagent.session import resolve_backends
 
 STAGES = ("stt_final", "end_of_turn", "llm_ttft", "tts_ttfa", "voice_to_voice")
 
 
 async def main() -> None:
-    p = parser(__doc__.split("\n")[0])
-    add_agent_arguments(p)
-    args = p.parse_args()
-    selected = clips(args)
-    agent = agent_from(args)
-    backends = resolve_backends(agent)
+    args, selected, agent, backends = agent_benchmark(__doc__)
     turns, per_clip = [], []
     for clip in selected:
         audio = load_audio(clip.path)

@@ -28,11 +28,10 @@ import socket
 import uuid
 
 import numpy as np
-from common import add_agent_arguments, agent_from, clips, emit, median, ms, parser
+from common import agent_benchmark, emit, median, ms
 
 from voiceagent.audio import load_audio, resample
 from voiceagent.events import Event
-from voiceagent.session import resolve_backends
 from voiceagent.telephony.media import FRAME_SAMPLES, PCMU, TELEPHONE_RATE
 from voiceagent.telephony.rtp import RtpPacket
 from voiceagent.telephony.sip_message import SipMessage, new_branch, new_tag, parse
@@ -195,12 +194,7 @@ async def measure_barge_in(server: SipServer, clip, runs: int, events: list[Even
 
 
 async def main() -> None:
-    p = parser(__doc__.split("\n")[0])
-    add_agent_arguments(p)
-    args = p.parse_args()
-    selected = clips(args)
-    agent = agent_from(args)
-    backends = resolve_backends(agent)
+    args, selected, agent, backends = agent_benchmark(__doc__)
     server_v2v: list[float] = []
 
     def on_event(event: Event) -> None:

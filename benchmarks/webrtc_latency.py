@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, add_agent_arguments, agent_from, clips, emit, median, ms, parser
+from common import REPO, agent_benchmark, emit, median, ms
 
 sys.path.insert(0, str(REPO / "tests"))
 from playwright.async_api import async_playwright  # noqa: E402
@@ -33,7 +33,6 @@ from webrtc_harness import (  # noqa: E402
 )
 
 from voiceagent.server import ServerConfig, create_app  # noqa: E402
-from voiceagent.session import resolve_backends  # noqa: E402
 
 TAIL = 8.0  # seconds of silence after each clip: time for the agent's answer
 
@@ -64,14 +63,10 @@ async def measure_clip(pw, url: str, clip, runs: int, workdir: Path) -> dict:
 
 
 async def main() -> None:
-    p = parser(__doc__.split("\n")[0])
-    add_agent_arguments(p)
-    args = p.parse_args()
-    selected = clips(args)
+    args, selected, agent, backends = agent_benchmark(__doc__)
     if not args.clips:
         selected = [c for c in selected if c.seconds <= 4.0]  # short questions by default
-    agent = agent_from(args)
-    app = create_app(agent, resolve_backends(agent), ServerConfig(host_addresses=["127.0.0.1"]))
+    app = create_app(agent, backends, ServerConfig(host_addresses=["127.0.0.1"]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         async with running_server(app) as url, async_playwright() as pw:
