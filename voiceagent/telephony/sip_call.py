@@ -75,8 +75,7 @@ class SipCall:
                  offer: AudioOffer, endpoint: RtpEndpoint, agent: Agent,
                  backends: dict[str, object], subscribers: list[Callable[[Event], object]],
                  input_timeout: float, via_host: str) -> None:
-        self.invite = invite
-        self.invite_branch = invite.branch
+        self.invite_branch = invite.branch  # to recognise a retransmitted INVITE
         self.source = source
         self.dialog = dialog
         self.offer = offer

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ KNOWN_METHODS = {"REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE
                  "UPDATE"}
 #: How long a response is kept to answer retransmissions of its request (64*T1).
 RESPONSE_CACHE_SECONDS = 32.0
+MAX_CACHED_RESPONSES = 10_000
 
 
 class SipOptions(BaseModel):
@@ -76,7 +78,7 @@ class SipServer(asyncio.DatagramProtocol):
         self.calls: dict[str, SipCall] = {}
         self._tasks: set[asyncio.Task] = set()
         self._pending: dict[str, asyncio.Future[SipMessage]] = {}  # our requests, by branch
-        self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}
+        self._responses: OrderedDict[tuple[str, str, str], tuple[float, bytes]] = OrderedDict()
         self._starting: set[str] = set()  # Call-IDs whose INVITE is being answered
         self.registrar: Registrar | None = None
 
@@ -164,10 +166,17 @@ class SipServer(asyncio.DatagramProtocol):
             msg.add("Allow", ALLOW)
         data = self.send(msg, addr)
         if status >= 200:
-            now = time.monotonic()
-            self._responses = {k: v for k, v in self._responses.items()
-                               if now - v[0] < RESPONSE_CACHE_SECONDS}
-            self._responses[(request.call_id, request.branch, request.method)] = (now, data)
+            self._remember(request, data)
+
+    def _remember(self, request: SipMessage, data: bytes) -> None:
+        """Cache a final response; oldest first out, by age or beyond the size bound (a
+        flood of requests cannot grow it without limit)."""
+        now = time.monotonic()
+        cache = self._responses
+        while cache and (len(cache) >= MAX_CACHED_RESPONSES
+                         or now - next(iter(cache.values()))[0] > RESPONSE_CACHE_SECONDS):
+            cache.popitem(last=False)
+        cache[(request.call_id, request.branch, request.method)] = (now, data)
 
     # -- requests -------------------------------------------------------------------------
 
