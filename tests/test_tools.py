@@ -122,7 +122,7 @@ def test_a_tool_context_parameter_is_injected_and_hidden_from_the_llm():
     assert end_call.schema["function"]["parameters"]["properties"] == {}
     events = EventBus("s1")
     runtime = SessionRuntime("s1", SessionClock(), events, MetricsTracker(events))
-    context = ToolContext("s1", 3, runtime)
+    context = ToolContext(runtime, 3)
     assert asyncio.run(transfer.invoke('{"department": "sales"}', context=context)) == ("ok", False)
     assert seen == [("sales", "s1", 3)]
     # Without a conversation to act on, the tool reports an error instead of running.

@@ -126,6 +126,10 @@ class CallEvent(Event):
     codec: str = ""
 
 
+#: The keys of a phone keypad, in the order of their RFC 4733 event codes (0-15).
+DTMF_KEYS = "0123456789*#ABCD"
+
+
 class DTMFEvent(Event):
     """A key the caller pressed on a phone keypad (RFC 4733 telephone-event, or the
     media stream's ``dtmf`` message)."""

@@ -20,7 +20,7 @@ from . import registry
 from .agent import Agent
 from .clock import SessionClock
 from .context import ChatContext
-from .events import DTMFEvent, ErrorEvent, EventBus, SessionStateEvent
+from .events import DTMF_KEYS, DTMFEvent, ErrorEvent, EventBus, SessionStateEvent
 from .backends import ChatMessage
 from .frames import ErrorFrame, InterruptionFrame, LLMTextFrame, ReplyEnd, TextInputFrame
 from .graph import Graph, Node
@@ -134,7 +134,7 @@ class AgentSession:
     async def press_key(self, digit: str) -> None:
         """A phone keypad press (from a telephony transport): a ``dtmf`` event, and the
         keys of one entry reach the LLM as a user turn (see :class:`DTMFOptions`)."""
-        if len(digit) != 1 or digit not in "0123456789*#ABCD":
+        if len(digit) != 1 or digit not in DTMF_KEYS:
             raise ValueError(f"not a DTMF key: {digit!r}")
         opts = self.agent.options.dtmf
         self.events.emit(DTMFEvent(ts=self.runtime.clock.now(), digit=digit))

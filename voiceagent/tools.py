@@ -25,9 +25,12 @@ class ToolContext:
     """What a tool may know and do about the conversation that called it. A tool receives
     it by declaring a parameter annotated ``ToolContext`` (never shown to the LLM)."""
 
-    session_id: str
-    turn_id: int
     runtime: SessionRuntime
+    turn_id: int
+
+    @property
+    def session_id(self) -> str:
+        return self.runtime.session_id
 
     def end_call(self, reason: str = "the agent ended the call") -> None:
         """Hang up once the reply in progress (the goodbye) has been heard."""

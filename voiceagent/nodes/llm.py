@@ -111,7 +111,7 @@ class LLMNode(Node):
         if tool is None:
             result, error = f"Error: there is no tool named {call.name!r}", True
         else:
-            context = ToolContext(self._rt.session_id, turn, self._rt)
+            context = ToolContext(self._rt, turn)
             result, error = await tool.invoke(call.arguments, self._opts.tool_timeout, context)
         self._rt.events.emit(ToolCallEvent(ts=self._rt.clock.now(), name=call.name,
                                            arguments=call.arguments, result=result,

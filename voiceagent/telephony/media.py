@@ -47,7 +47,8 @@ class PushedAudioInput(LiveAudioInput):
     """Caller audio that a transport pushes in as it arrives (a media-stream WebSocket).
 
     At most ``max_queued`` pieces wait (the oldest go first when the session falls behind);
-    the input ends at :meth:`close` or after ``timeout`` seconds with nothing pushed.
+    the input ends after ``timeout`` seconds with nothing pushed (the transport ends the
+    session itself when the caller hangs up).
     """
 
     def __init__(self, runtime: SessionRuntime, *, rate: int = TELEPHONE_RATE,
@@ -55,27 +56,21 @@ class PushedAudioInput(LiveAudioInput):
         super().__init__(runtime)
         self.rate = rate
         self.timeout = timeout
-        self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(max_queued)
+        self._queue: asyncio.Queue[np.ndarray] = asyncio.Queue(max_queued)
 
     def push(self, samples: np.ndarray) -> None:
         if self._queue.full():
             self._queue.get_nowait()
         self._queue.put_nowait(samples)
 
-    def close(self, reason: str = "the caller hung up") -> None:
-        self.end_reason = self.end_reason or reason
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
-
     async def receive(self) -> tuple[np.ndarray, int] | None:
         try:
             samples = await asyncio.wait_for(self._queue.get(), self.timeout)
         except TimeoutError:
-            self.end_reason = self.end_reason or f"no audio from the caller for {self.timeout:g} s"
+            self.end_reason = f"no audio from the caller for {self.timeout:g} s"
             log.info("%s: %s; ending", self.runtime.session_id, self.end_reason)
             return None
-        return None if samples is None else (samples, self.rate)
+        return samples, self.rate
 
 
 class CallAudioOutput(AudioSinkNode):

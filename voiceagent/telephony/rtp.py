@@ -17,14 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..events import DTMF_KEYS
 from ..runtime import SessionRuntime
 from ..transports.base import FRAME_SECONDS, RESYNC_SECONDS, LiveAudioInput
 from .media import FRAME_SAMPLES, INPUT_TIMEOUT, TELEPHONE_RATE, Codec
 
 log = logging.getLogger(__name__)
 
-#: Keys of RFC 4733 telephone-events 0-15.
-DTMF_KEYS = "0123456789*#ABCD"
 #: Comfort noise (RFC 3389): the caller's side is silent.
 COMFORT_NOISE = 13
 

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..agent import Agent
-from ..events import Event
+from ..events import DTMF_KEYS, Event
 from .rtp import JitterBuffer, RtpEndpoint
 from .sdp import AudioOffer, SDPError, build_answer, parse_offer
 from .sip_call import T1, T2, Dialog, SipCall
@@ -322,7 +322,7 @@ class SipServer(asyncio.DatagramProtocol):
                 name, _, value = line.partition("=")
                 if name.strip().lower() == "signal" and value.strip():
                     key = value.strip()[0].upper()
-                    if key in "0123456789*#ABCD":
+                    if key in DTMF_KEYS:
                         call.key_pressed(key)
         self._reply(msg, source, 200)
 
