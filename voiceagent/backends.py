@@ -54,6 +54,9 @@ class Transcript:
     text: str
     #: the prefix that later decodes of this turn will not change
     stable: str = ""
+    #: how likely the speaker finished a sentence where the audio stops, by the recogniser's
+    #: own model (None: it cannot tell); the hybrid endpointer prefers it to a text model
+    end_probability: float | None = None
 
 
 @runtime_checkable

@@ -9,8 +9,15 @@ Whisper transcribes whole windows, not streams, so streaming is built on top of 
   follows them, so ``stable`` keeps its promise of never changing within the turn.
 * ``pause()`` (the user went quiet) runs the final-quality decode early and caches it; if no
   audio arrives before ``finish()``, the turn ends without waiting for a decode.
-* Whisper sees at most 30 s. Before the turn's tail grows past ``_WINDOW_S``, its older part
-  is decoded with word timings and committed, and the audio is cut between two words.
+* A decode's cost grows with its audio (about 70 ms for 3 s, 0.2 s for 20 s), and Whisper
+  sees at most 30 s. Before the turn's tail grows past ``_TAIL_S``, its older part is
+  decoded with word timings and committed, and the audio is cut between two words.
+* A decode pads the audio with ``_PAD_S`` of silence, not to Whisper's full 30 s window: the
+  encoder's cost grows with the window, and on the shared clips the short window transcribes
+  the same words 2-3x faster (with less than ~3 s of padding Whisper starts repeating itself).
+* Each decode also says how likely the speaker finished a sentence where the audio stops:
+  Whisper's own probability of ". ? !" after the last word. It hears the prosody as well as
+  the words, which makes it the endpointer's best completeness signal (docs/benchmarks.md).
 
 The model is loaded once and shared by all streams. CTranslate2 queues concurrent calls on
 its ``num_workers`` workers, and faster-whisper keeps no state between calls, so streams
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +41,15 @@ from voiceagent.wer import edit_distances, normalize
 
 SAMPLE_RATE = 16_000
 _MIN_DECODE_S = 0.3  # on shorter audio Whisper invents words ("you", "Thank you.")
-_WINDOW_S = 24.0     # the most tail audio decoded at once; Whisper's hard limit is 30 s
+_PAD_S = 6.0         # silence after the audio in a decode's window
+_WINDOW_S = 30.0 - _PAD_S  # the most tail audio decoded at once; Whisper's limit is 30 s
+_TAIL_S = 12.0       # the most audio a partial or pause decode takes (older audio is committed)
 _KEEP_S = 6.0        # at least this much stays after a commit, as context for the next decode
 _TOKENS_PER_S = 8    # generation cap: speech rarely makes 5 tokens/s, a repetition loop stops
+_SENTENCE_ENDS = (".", "?", "!")
+# faster-whisper's defaults for dropping a window that holds no speech
+_NO_SPEECH_PROB, _LOW_LOGPROB = 0.6, -1.0
+_PUNCTUATION = ".,?!;:…\"'-"
 
 
 @dataclass(frozen=True)
@@ -54,19 +68,21 @@ def bundled_model_path() -> Path:
 class WhisperSTT:
     """The shared model. Options are the ``stt_options`` of an agent (all keyword-only).
 
-    Defaults come from measurements on a 2-core CPU. A decode costs about 0.2 s whatever the
-    audio length (the encoder always runs on a padded 30 s window), so a partial every
-    ``partial_interval=1.0`` s keeps the STT busy ~20 % of real time (0.5 s: ~40 %).
-    ``beam_size=1`` for partials; ``final_beam_size=5`` costs ~7 % more and loses fewer words.
+    Defaults come from measurements on a 2-core CPU. A decode of a short turn costs 70-100 ms,
+    of 20 s about 0.25 s, so a partial every ``partial_interval=1.0`` s keeps the STT busy
+    ~10 % of real time. Decodes are greedy (``beam_size=1``, ``final_beam_size=1``): on the
+    shared clips beam 5 found no better words, and a beam decode costs ~50 % more, as its end
+    probability needs a second pass (greedy decoding returns it with the words).
     ``cpu_threads=0`` lets CTranslate2 use the cores; ``num_workers`` > 1 decodes that many
     streams in parallel (each with ``cpu_threads``), at the cost of memory.
     """
 
     sample_rate = SAMPLE_RATE
+    window_seconds = _TAIL_S  # the most audio a stream's decode takes
 
     def __init__(self, *, model: str | Path | None = None, compute_type: str = "int8",
                  cpu_threads: int = 0, num_workers: int = 1, beam_size: int = 1,
-                 final_beam_size: int = 5, partial_interval: float = 1.0,
+                 final_beam_size: int = 1, partial_interval: float = 1.0,
                  language: str | None = "en") -> None:
         faster_whisper = require("faster_whisper", "faster-whisper", extra="whisper")
         path = Path(model) if model is not None else bundled_model_path()
@@ -85,6 +101,8 @@ class WhisperSTT:
                 num_workers=num_workers)
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(f"cannot load the whisper model in {path}: {exc}") from exc
+        self._transcribe = require("faster_whisper.transcribe", "faster-whisper", extra="whisper")
+        self._tokenizers: dict[str, tuple[Any, list[int]]] = {}  # language: (it, suppressed)
         self.beam_size, self.final_beam_size = beam_size, final_beam_size
         self.partial_interval = partial_interval
         self.language = language
@@ -102,9 +120,74 @@ class WhisperSTT:
         return list(segments)  # the generator decodes as it is consumed
 
     def words(self, audio: np.ndarray, final: bool) -> list[str]:
-        """The words said in ``audio`` (at most 30 s). Blocking; call from a worker thread."""
+        """The words said in ``audio`` (at most ``_WINDOW_S``). Blocking; call from a worker
+        thread."""
+        return self.decode(audio, final).text.split()
+
+    def decode(self, audio: np.ndarray, final: bool) -> Transcript:
+        """The text of ``audio`` (at most ``_WINDOW_S``) and, for a final-quality decode, the
+        probability that a sentence ends where it stops. Blocking; call from a worker thread."""
+        if len(audio) > _WINDOW_S * SAMPLE_RATE:
+            raise ValueError(f"whisper decodes at most {_WINDOW_S:.0f} s at once")
+        window = np.concatenate([audio, np.zeros(int(_PAD_S * SAMPLE_RATE), np.float32)])
+        extractor = self.model.feature_extractor
+        features = extractor(window)[:, :extractor.nb_max_frames]  # 30 s: one frame too many
+        language = self.language
+        if language is None and self.model.model.is_multilingual:
+            language = self.model.detect_language(features=features)[0]
+        tokenizer, suppressed = self._tokenizer(language or "en")
+        encoded = self.model.encode(features)
+        prompt = self.model.get_prompt(tokenizer, [], without_timestamps=True)
         beam = self.final_beam_size if final else self.beam_size
-        return [w for s in self._segments(audio, beam, False) for w in s.text.split()]
+        scored = final and beam == 1  # greedy steps come with their distributions
+        result = self.model.model.generate(
+            encoded, [prompt], beam_size=beam,
+            max_length=len(prompt) + int(10 + _TOKENS_PER_S * len(audio) / SAMPLE_RATE),
+            return_scores=True, return_no_speech_prob=True, return_logits_vocab=scored,
+            suppress_blank=True, suppress_tokens=suppressed)[0]
+        tokens = result.sequences_ids[0]
+        average_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > _NO_SPEECH_PROB and average_logprob < _LOW_LOGPROB:
+            return Transcript("")
+        text = tokenizer.decode(tokens).strip()
+        if not final:  # a partial, while the user speaks: nothing ends yet
+            return Transcript(text)
+        steps = result.logits[0] if scored else None
+        return Transcript(text, end_probability=self._sentence_end(encoded, prompt, tokenizer,
+                                                                   tokens, steps))
+
+    def _sentence_end(self, encoded: Any, prompt: list[int], tokenizer: Any,
+                      tokens: list[int], steps: list | None) -> float | None:
+        """P(". ? !" right after the last word): from the greedy decode's own ``steps``, or
+        from a second pass with the words forced as the decoder's prefix."""
+        words = list(tokens)
+        while words and not tokenizer.decode(words[-1:]).strip().strip(_PUNCTUATION):
+            words.pop()  # the punctuation Whisper chose, to be scored instead
+        if not words:
+            return None
+        if steps is None:
+            # Measured with CTranslate2 4.x: a forced prefix of n tokens yields about
+            # max_length / 2 steps, so this leaves room for the one step scored here.
+            steps = self.model.model.generate(
+                encoded, [prompt + words], beam_size=1,
+                max_length=len(prompt) + 2 * (len(words) + 2), return_logits_vocab=True
+            )[0].logits[0]
+        if len(steps) <= len(words):
+            return None
+        logits = np.asarray(steps[len(words)], dtype=np.float64)
+        probs = np.exp(logits - logits.max())
+        ends = [tokenizer.encode(p)[0] for p in _SENTENCE_ENDS]
+        return float(probs[ends].sum() / probs.sum())
+
+    def _tokenizer(self, language: str) -> tuple[Any, list[int]]:
+        """The language's tokenizer and the tokens it never emits (faster-whisper's set)."""
+        if language not in self._tokenizers:  # a race only builds the same pair twice
+            tokenizer = self._transcribe.Tokenizer(
+                self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
+                language=language)
+            suppressed = list(self._transcribe.get_suppressed_tokens(tokenizer, [-1]))
+            self._tokenizers[language] = (tokenizer, suppressed)
+        return self._tokenizers[language]
 
     def timed_words(self, audio: np.ndarray) -> list[_Word]:
         """Final-quality words of ``audio`` with their times in seconds. Blocking."""
@@ -153,6 +236,7 @@ class _Decoded:
     cut: int  # samples dropped from the front of the tail
     committed: list[list[str]]  # words of each dropped piece, in order
     words: list[str]  # the words of the tail that is left
+    end_probability: float | None  # that a sentence ends where the tail stops
     model_calls: int
 
 
@@ -191,11 +275,12 @@ class WhisperStream:
 
     async def finish(self) -> Transcript:
         if self._paused is not None and self._paused[0] == self._pushed:
-            text = self._paused[1].text
+            decoded = self._paused[1]
         else:
-            text = (await self._decode(final=True)).text
+            decoded = await self._decode(final=True)
         self._reset()
-        return Transcript(text, stable=text)
+        return Transcript(decoded.text, stable=decoded.text,
+                          end_probability=decoded.end_probability)
 
     async def aclose(self) -> None:
         self._reset()
@@ -218,18 +303,20 @@ class WhisperStream:
         self._stable += rest[:agreed]
         self._pending = rest[agreed:]
         stable = self._committed + self._stable
-        return Transcript(" ".join(stable + self._pending), stable=" ".join(stable))
+        return Transcript(" ".join(stable + self._pending), stable=" ".join(stable),
+                          end_probability=decoded.end_probability)
 
     def _run(self, tail: np.ndarray, final: bool) -> _Decoded:
         """The model work of one decode (in a worker thread; touches no stream state)."""
-        window, limit = int(_WINDOW_S * SAMPLE_RATE), _WINDOW_S - _KEEP_S
+        window, limit = int(_TAIL_S * SAMPLE_RATE), _TAIL_S - _KEEP_S
         cut, committed = 0, []
         while len(tail) - cut > window:
             seconds, said = _split(self._stt.timed_words(tail[cut:cut + window]), limit)
             cut += int(seconds * SAMPLE_RATE)
             committed.append(said)
-        words = self._stt.words(tail[cut:], final)
-        return _Decoded(cut, committed, words, model_calls=len(committed) + 1)
+        decoded = self._stt.decode(tail[cut:], final)
+        return _Decoded(cut, committed, decoded.text.split(), decoded.end_probability,
+                        model_calls=len(committed) + 1)
 
     def _commit(self, said: list[str]) -> None:
         """Move the words of audio cut away from the tail into ``_committed``, honouring what
