@@ -34,9 +34,11 @@ from voiceagent.turn_eval import (
     silent_from,
 )
 
+LATENCIES = ("audio_latency", "decode_latency", "completeness_latency")
 VAD_TIMEOUTS = (0.3, 0.5, 0.7, 1.0, 1.3, 1.6, 2.0)
-HYBRID_COMPLETE_SCORE = (0.6, 0.8, 0.9)
-HYBRID_INCOMPLETE_SCORE = (0.3, 0.5)
+HYBRID_COMPLETE_SCORE = (0.8, 0.85, 0.9, 0.95)
+HYBRID_INCOMPLETE_SCORE = (0.5, 0.85)
+TEXT_SIGNALS = ("stt", "completeness")
 
 
 def policy_rows(measured, base: EndpointingOptions) -> tuple[list[dict], list[dict]]:
@@ -49,10 +51,11 @@ def policy_rows(measured, base: EndpointingOptions) -> tuple[list[dict], list[di
 
     vad = [row(base.model_copy(update={"mode": "vad", "silence_timeout": t}), silence_timeout=t)
            for t in VAD_TIMEOUTS]
-    hybrid = [row(base.model_copy(update={"mode": "hybrid", "complete_score": c,
-                                          "incomplete_score": i}),
-                  complete_score=c, incomplete_score=i)
-              for c in HYBRID_COMPLETE_SCORE for i in HYBRID_INCOMPLETE_SCORE]
+    hybrid = [row(base.model_copy(update={"mode": "hybrid", "text_signal": s,
+                                          "complete_score": c, "incomplete_score": i}),
+                  text_signal=s, complete_score=c, incomplete_score=i)
+              for s in TEXT_SIGNALS for c in HYBRID_COMPLETE_SCORE
+              for i in HYBRID_INCOMPLETE_SCORE if i < c]
     return vad, hybrid
 
 
@@ -92,16 +95,15 @@ async def main() -> None:
     for clip in selected:
         audio = load_audio(clip.path)
         words = stt.timed_words(audio)
-        for case in build_cases(clip.name, audio, words):
+        for case in build_cases(clip.name, audio, words, clip.text):
             runs = [measure_pauses(case, vad, stt, detector, completeness, base)
                     for _ in range(max(1, args.runs))]
             # Latencies vary run to run: keep the median latency per pause.
             pauses = runs[0]
             for k, pause in enumerate(pauses):
-                pause.audio_latency = float(np.median([r[k].audio_latency for r in runs
-                                                       if k < len(r)]))
-                pause.text_latency = float(np.median([r[k].text_latency for r in runs
-                                                      if k < len(r)]))
+                for name in LATENCIES:
+                    setattr(pause, name, float(np.median([getattr(r[k], name) for r in runs
+                                                          if k < len(r)])))
             measured.append((case, pauses))
     all_pauses = [p for _, ps in measured for p in ps]
     vad_rows, hybrid_rows = policy_rows(measured, base)
@@ -121,8 +123,8 @@ async def main() -> None:
     figures = {
         "cases": len(measured), "complete": sum(c.kind == "complete" for c, _ in measured),
         "split": sum(c.kind == "split" for c, _ in measured), "pauses": len(all_pauses),
-        "median_audio_latency_s": median([p.audio_latency for p in all_pauses]),
-        "median_text_latency_s": median([p.text_latency for p in all_pauses]),
+        **{f"median_{name}_s": median([getattr(p, name) for p in all_pauses])
+           for name in LATENCIES},
         "default_hybrid": {"median_delay_s": default.median_delay,
                            "false_cutoff_rate": round(default.cutoff_rate, 3)},
         "vad_only": vad_rows, "hybrid": hybrid_rows,
@@ -135,15 +137,18 @@ async def main() -> None:
 
     lines = [f"{figures['complete']} complete and {figures['split']} split cases, "
              f"{figures['pauses']} pauses; median model latency: audio "
-             f"{ms(figures['median_audio_latency_s'], 6)} ms, transcript+text "
-             f"{ms(figures['median_text_latency_s'], 6)} ms", "",
+             f"{ms(figures['median_audio_latency_s'], 6)} ms, transcript with its end "
+             f"probability {ms(figures['median_decode_latency_s'], 6)} ms, completeness model "
+             f"after it {ms(figures['median_completeness_latency_s'], 6)} ms", "",
              "VAD-only: silence_timeout -> median end-of-turn delay (ms), false cut-offs"]
     for r in vad_rows:
         lines.append(f"  {r['silence_timeout']:4.1f} s  {ms(r['median_delay_s'], 6)}  "
                      f"{r['false_cutoff_rate']:6.1%} ({r['cutoffs']}/{r['splits']})")
-    lines.append("hybrid: complete/incomplete score -> median delay (ms), false cut-offs")
+    lines.append("hybrid: text signal, complete/incomplete score -> median delay (ms), "
+                 "false cut-offs")
     for r in hybrid_rows:
-        lines.append(f"  {r['complete_score']:.1f}/{r['incomplete_score']:.1f}    "
+        lines.append(f"  {r['text_signal']:12s} "
+                     f"{r['complete_score']:.2f}/{r['incomplete_score']:.2f}  "
                      f"{ms(r['median_delay_s'], 6)}  {r['false_cutoff_rate']:6.1%} "
                      f"({r['cutoffs']}/{r['splits']})")
     lines.append(f"default hybrid: median delay {ms(default.median_delay, 6)} ms, false cut-offs "

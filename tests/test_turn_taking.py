@@ -14,14 +14,20 @@ from voiceagent import Agent, AgentOptions, function_tool
 from voiceagent.agent import EndpointingOptions
 from voiceagent.audio import PIPELINE_RATE, load_audio, resample, rms_dbfs
 from voiceagent.backends import LLMDelta, ToolCall
+from voiceagent.clock import SessionClock
 from voiceagent.events import (
     AgentTextEvent,
     BargeInEvent,
+    EventBus,
     ToolCallEvent,
     UserSpeakingEvent,
     UserTurnEvent,
 )
-from voiceagent.nodes.endpointer import _without_phrases
+from voiceagent.frames import SpeechStarted, SpeechStopped, TranscriptFrame
+from voiceagent.graph import Graph
+from voiceagent.metrics import MetricsTracker
+from voiceagent.nodes.endpointer import EndpointerNode, _without_phrases
+from voiceagent.runtime import SessionRuntime
 from voiceagent.runner import converse_with_file
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioOutput
@@ -42,9 +48,50 @@ def test_required_silence_adapts_to_the_scores():
     assert required_silence(eager, 0.95, None) == o.complete_silence  # unless trusted
     assert required_silence(o, 0.95, 0.95) == o.complete_silence
     assert required_silence(o, 0.0, 0.0) == o.incomplete_silence
-    middle = required_silence(o, 0.7, 0.7)
+    between = (o.complete_score + o.incomplete_score) / 2
+    middle = required_silence(o, between, between)
     assert o.complete_silence < middle < o.incomplete_silence
     assert required_silence(o.model_copy(update={"mode": "vad"}), 1.0, 1.0) == o.silence_timeout
+
+
+class FixedScore:
+    """A stand-in turn model for the logic test below: one score, and what it was asked."""
+
+    def __init__(self, score: float) -> None:
+        self.score, self.asked = score, []
+
+    def probability(self, x) -> float:
+        self.asked.append(x)
+        return self.score
+
+
+@pytest.mark.parametrize("signal", ["stt", "completeness"])
+async def test_only_the_transcript_decoded_at_the_pause_is_judged(signal: str):
+    events = EventBus()
+    runtime = SessionRuntime("s", SessionClock(), events, MetricsTracker(events))
+    text_model = FixedScore(1.0)
+    options = AgentOptions(endpointing=EndpointingOptions(text_signal=signal))
+    graph = Graph("g")
+    node = graph.add(EndpointerNode(options, runtime, FixedScore(0.0), text_model))
+    try:
+        await node.process(SpeechStarted(ts=0.0))
+        await node.process(SpeechStopped(ts=1.0))
+        turn = runtime.user_turn
+        # a partial decoded while the user spoke, delivered after the pause: not judged
+        await node.process(TranscriptFrame(text="I want to book", final=False, turn_id=turn))
+        await asyncio.sleep(0.05)
+        assert text_model.asked == [] and node.required_silence() == node._opts.incomplete_silence
+        await node.process(TranscriptFrame(text="I want to book a table for", final=False,
+                                           turn_id=turn, at_pause=True, end_probability=0.02))
+        await asyncio.sleep(0.05)
+        if signal == "stt":  # Whisper's own probability: the turn is not over
+            assert text_model.asked == []
+            assert node.required_silence() == node._opts.incomplete_silence
+        else:  # the text model, which says it is
+            assert text_model.asked == ["I want to book a table for"]
+            assert node.required_silence() < node._opts.incomplete_silence
+    finally:
+        await graph.stop(graceful=False)
 
 
 def test_backchannel_phrases_are_removed_whole():
@@ -105,9 +152,11 @@ async def test_a_pause_mid_sentence_does_not_end_the_turn(speech, backends):
 
 async def test_the_hybrid_endpointer_ends_a_complete_turn_sooner_than_its_long_wait(
         speech, backends):
-    result = await converse_with_file(Agent(STORY), speech("timit_ldc93s1"), backends=backends)
+    result = await converse_with_file(Agent(STORY), speech("harvard_sb_spk1_snt2"),
+                                      backends=backends)
     turn = of(result.events, UserTurnEvent)[0]
     assert turn.audio_score is not None
+    assert turn.text_score is not None and turn.text_score > 0.85  # Whisper: finished (0.95+)
     delay = result.metrics[0].end_of_turn
     assert delay is not None and delay < EndpointingOptions().incomplete_silence
 
@@ -233,9 +282,11 @@ def test_options_validate():
 
 
 async def test_endless_speech_is_cut_at_the_maximum_turn_length(speech, backends):
-    # Speech with no pause long enough to end a turn, like a TV or hold music with vocals.
+    # Speech with no pause long enough to end a turn (here: none shorter than 3 s), like a TV
+    # or hold music with vocals.
     talk = np.concatenate([speech("librispeech_1089-134686-0000")] * 2)
-    agent = Agent(STORY, options=AgentOptions(endpointing=EndpointingOptions(max_turn=4.0)))
+    endpointing = EndpointingOptions(max_turn=4.0, complete_silence=3.0, incomplete_silence=3.0)
+    agent = Agent(STORY, options=AgentOptions(endpointing=endpointing))
     result = await converse_with_file(agent, talk, speed=2, backends=backends, max_tail=10)
     turns = of(result.events, UserTurnEvent)
     assert turns and turns[0].reason == "max_turn"

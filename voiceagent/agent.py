@@ -15,9 +15,11 @@ class EndpointingOptions(BaseModel):
 
     ``vad`` mode waits a fixed ``silence_timeout`` after speech. ``hybrid`` mode adapts the
     wait to how finished the turn looks: an audio end-of-turn model (Smart Turn) and a
-    semantic completeness score of the transcript (the local LLM) combine into one score;
-    a high score ends the turn after ``complete_silence``, a low one waits up to
-    ``incomplete_silence``. ``max_turn`` bounds a turn whatever the signals say, so noise or
+    completeness score of the transcript combine into one score; a high score ends the turn
+    after ``complete_silence``, a low one waits up to ``incomplete_silence``. The
+    transcript's score is the recogniser's own probability that a sentence ends there
+    (Whisper hears the words and the intonation), or the local LLM's for a recogniser that
+    has none. ``max_turn`` bounds a turn whatever the signals say, so noise or
     hold music cannot stall a session. Defaults come from a grid search with
     benchmarks/turn_taking.py over the shared clips: the lowest false cut-off rate, then the
     shortest delay (docs/benchmarks.md has the curve).
@@ -28,8 +30,9 @@ class EndpointingOptions(BaseModel):
     activation_threshold: float = Field(0.5, ge=0.0, le=1.0)
     #: speech shorter than this is ignored as a click or a cough
     min_speech: float = Field(0.1, ge=0.0)
-    #: silence that ends a speech segment (the VAD's hangover): the earliest a turn can end
-    min_silence: float = Field(0.2, ge=0.0)
+    #: silence that ends a speech segment (the VAD's hangover). The hybrid endpointer's models
+    #: start at this moment, so it sets how soon they can answer (docs/benchmarks.md)
+    min_silence: float = Field(0.1, ge=0.0)
     #: audio kept from before the detected start, so the first syllable is not clipped
     pre_roll: float = Field(0.3, ge=0.0)
     #: vad mode: silence after the end of speech before the turn is over. Measured on the
@@ -37,16 +40,22 @@ class EndpointingOptions(BaseModel):
     #: rhetorical pauses 1 s; 0.7 s keeps the former whole and splits the latter.
     silence_timeout: float = Field(0.7, ge=0.0)
     #: hybrid: silence needed when the turn looks complete
-    complete_silence: float = Field(0.3, ge=0.0)
+    complete_silence: float = Field(0.2, ge=0.0)
     #: hybrid: silence needed when it looks unfinished ("a table for... uh"), or while the
     #: scores are not known yet
     incomplete_silence: float = Field(2.0, ge=0.0)
     #: hybrid: scores at or above this count as complete, at or below the next as unfinished;
     #: the wait is interpolated between them
     complete_score: float = Field(0.9, ge=0.0, le=1.0)
-    incomplete_score: float = Field(0.5, ge=0.0, le=1.0)
-    #: hybrid: weight of the audio model against the text score
-    audio_weight: float = Field(0.5, ge=0.0, le=1.0)
+    incomplete_score: float = Field(0.85, ge=0.0, le=1.0)
+    #: hybrid: the transcript's completeness score: ``stt``, the recogniser's end-of-sentence
+    #: probability when it gives one (else the completeness model); ``completeness``, always
+    #: the completeness model (the local LLM's probability of ". ? !" after the words)
+    text_signal: Literal["stt", "completeness"] = "stt"
+    #: hybrid: weight of the audio model against the text score. Whisper's end probability
+    #: separates complete from cut sentences far better than Smart Turn on the shared clips
+    #: (which gives 0.02-0.26 on some complete read sentences), so it carries nearly all of it
+    audio_weight: float = Field(0.05, ge=0.0, le=1.0)
     #: hybrid: an audio score this high ends the turn before the transcript is scored (1.0:
     #: never; on the shared clips Smart Turn scored 0.96-0.99 mid-sentence too often)
     confident_audio: float = Field(1.0, ge=0.0, le=1.0)

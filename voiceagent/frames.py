@@ -67,6 +67,11 @@ class TranscriptFrame(DataFrame):
     final: bool
     stable: str = ""
     turn_id: int = 0
+    #: decoded when the user paused: what the end of the turn is judged on (a partial decoded
+    #: while the user spoke may arrive after the pause, and must not be)
+    at_pause: bool = False
+    #: the recogniser's probability that a sentence ends here (see Transcript)
+    end_probability: float | None = None
 
 
 @dataclass(kw_only=True)

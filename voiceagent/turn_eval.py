@@ -6,10 +6,12 @@ silence (a complete turn), and the same clip split at word boundaries (found by 
 timings) with 0.5 to 1.5 s of silence inserted mid-sentence (a turn that is not over).
 
 Every pause is measured once with the real models: when the VAD reports it, the audio model's
-score and how long it took, the transcript decoded at the pause, its completeness score and
-how long both took. A policy is then replayed over those measurements on the 20 ms grid the
-endpointer runs on (the same :func:`voiceagent.turn_policy.required_silence`), so many
-settings can be compared without re-running the models, and with their real latencies.
+score and how long it took, the transcript decoded at the pause with the recogniser's
+end-of-sentence probability and how long that took, and the completeness model's score of
+the transcript and how long that took after the decode. A policy is then replayed over those
+measurements on the 20 ms grid the endpointer runs on (the same
+:func:`voiceagent.turn_policy.required_silence`), so many settings can be compared without
+re-running the models, and with their real latencies.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 
 from .agent import EndpointingOptions
 from .audio import PIPELINE_RATE
-from .turn_policy import required_silence
+from .turn_policy import required_silence, uses_end_probability
+from .wer import normalize
 
 FRAME = 0.02
 INSERTED_PAUSES = (0.5, 1.0, 1.5)
@@ -44,16 +47,28 @@ class Pause:
     audio_score: float
     audio_latency: float
     text: str
-    text_score: float
-    text_latency: float  # transcript decode plus its scoring
+    end_probability: float | None  # the recogniser's, with the transcript
+    decode_latency: float
+    completeness_score: float
+    completeness_latency: float  # after the decode
+
+    def text_score(self, opts: EndpointingOptions) -> tuple[float, float]:
+        """The transcript's score the endpointer uses, and when it has it (after the report)."""
+        if uses_end_probability(opts, self.end_probability):
+            assert self.end_probability is not None
+            return self.end_probability, self.decode_latency
+        return self.completeness_score, self.decode_latency + self.completeness_latency
 
 
-def build_cases(name: str, audio: np.ndarray, words: list, tail: float = 2.5,
-                splits: int = 3) -> list[Case]:
-    """The complete case and up to ``splits`` split cases of one clip."""
+def build_cases(name: str, audio: np.ndarray, words: list, reference: str | None = None,
+                tail: float = 2.5, splits: int = 3) -> list[Case]:
+    """The complete case and up to ``splits`` split cases of one clip. ``words`` are the
+    STT's timed words; ``reference``, the clip's transcript, keeps splits off the end of
+    what was said when the STT invents words after it (Whisper's "Thank you.")."""
     silence = np.zeros(int(tail * PIPELINE_RATE), np.float32)
     cases = [Case(name, np.concatenate([audio, silence]), "complete")]
-    inner = [(words[i].end, words[i + 1].start) for i in range(1, len(words) - 2)
+    said = len(normalize(reference)) if reference else len(words)
+    inner = [(words[i].end, words[i + 1].start) for i in range(1, min(len(words), said) - 2)
              if _mid_sentence(words, i) and words[i + 1].start - words[i].end < 0.25]
     if not inner:
         return cases
@@ -115,20 +130,25 @@ def measure_pauses(case: Case, vad, stt, turn_detector, completeness,
         audio_latency = time.perf_counter() - t
         t = time.perf_counter()
         begin = max(0, int((first_start - opts.pre_roll) * PIPELINE_RATE))
-        text = " ".join(stt.words(case.audio[begin:upto], final=True))
-        text_score = completeness.probability(text) if text else 0.0
-        text_latency = time.perf_counter() - t
-        pauses.append(Pause(end, reported, resumed, audio_score, audio_latency, text,
-                            text_score, text_latency))
+        decoded = stt.decode(case.audio[begin:upto][-int(stt.window_seconds * PIPELINE_RATE):],
+                             final=True)
+        decode_latency = time.perf_counter() - t
+        t = time.perf_counter()
+        completeness_score = completeness.probability(decoded.text) if decoded.text else 0.0
+        completeness_latency = time.perf_counter() - t
+        pauses.append(Pause(end, reported, resumed, audio_score, audio_latency, decoded.text,
+                            decoded.end_probability, decode_latency, completeness_score,
+                            completeness_latency))
     return pauses
 
 
 def decision(pause: Pause, opts: EndpointingOptions) -> float | None:
     """When the policy ends the turn in this pause (None: speech resumed first)."""
     t = pause.reported
+    text_score, text_latency = pause.text_score(opts)
     while t < pause.resumed:
         audio = pause.audio_score if t >= pause.reported + pause.audio_latency else None
-        text = pause.text_score if t >= pause.reported + pause.text_latency else None
+        text = text_score if t >= pause.reported + text_latency else None
         if t - pause.speech_end >= required_silence(opts, audio, text):
             return t
         t += FRAME

@@ -20,6 +20,12 @@ def combined_score(opts: EndpointingOptions, audio: float | None,
     return text
 
 
+def uses_end_probability(opts: EndpointingOptions, end_probability: float | None) -> bool:
+    """Whether the text score is the recogniser's own end-of-sentence probability (else the
+    completeness model scores the transcript)."""
+    return opts.text_signal == "stt" and end_probability is not None
+
+
 def required_silence(opts: EndpointingOptions, audio: float | None = None,
                      text: float | None = None) -> float:
     """Silence after the end of speech that ends the turn."""

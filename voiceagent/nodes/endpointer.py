@@ -3,9 +3,11 @@
 End of turn. Silence is timed on the audio frames' own timestamps (media time), so decisions
 do not depend on machine load or clock speed. In ``vad`` mode the turn ends after a fixed
 silence. In ``hybrid`` mode, when the user pauses, an audio end-of-turn model scores the last
-seconds of speech and a text model scores the transcript decoded at the pause; their weighted
-score sets how much silence to wait for: little when the turn sounds and reads finished, a lot
-when it does not. A turn never lasts longer than ``max_turn``.
+seconds of speech, and the transcript decoded at the pause comes with the recogniser's own
+probability that a sentence ends there (or, from a recogniser that has none, a text model
+scores it); their weighted score sets how much silence to wait for: little when the turn
+sounds and reads finished, a lot when it does not. A turn never lasts longer than
+``max_turn``.
 
 The decision is broadcast as an :class:`EndOfTurnFrame`; the STT stage answers with the final
 transcript, which becomes the :class:`UserTurnFrame` the agent replies to. A turn with no
@@ -41,7 +43,7 @@ from ..frames import (
 )
 from ..graph import Node
 from ..runtime import SessionRuntime
-from ..turn_policy import required_silence
+from ..turn_policy import required_silence, uses_end_probability
 from ..wer import normalize
 
 AUDIO_CONTEXT = 8.0  # seconds of speech the audio model hears
@@ -110,8 +112,11 @@ class EndpointerNode(Node):
                 await self._on_final(frame)
             elif frame.turn_id == self._turn_id:
                 self._words = frame.text
-                if self._hybrid and not self._speaking and frame.text:
-                    self._score(self._score_text(frame.text))
+                if self._hybrid and frame.at_pause and not self._speaking and frame.text:
+                    if uses_end_probability(self._opts, frame.end_probability):
+                        self._pause.text = frame.end_probability
+                    else:
+                        self._score(self._score_text(frame.text))
 
     async def _speech_started(self, ts: float) -> None:
         self._speaking = True

@@ -65,7 +65,8 @@ class STTNode(Node):
             self._heard_until = max(self._heard_until, frame.ts)
             async with self._lock:
                 result = await self._stream.pause()
-            await self._publish(result, final=False, turn_id=self._rt.user_turn or 0)
+            await self._publish(result, final=False, turn_id=self._rt.user_turn or 0,
+                                at_pause=True)
         await self._finish_due_turns()
 
     async def _push(self, samples: np.ndarray) -> None:
@@ -73,12 +74,14 @@ class STTNode(Node):
             result = await self._stream.push(samples)
         await self._publish(result, final=False, turn_id=self._rt.user_turn or 0)
 
-    async def _publish(self, result: Transcript | None, *, final: bool, turn_id: int) -> None:
+    async def _publish(self, result: Transcript | None, *, final: bool, turn_id: int,
+                       at_pause: bool = False) -> None:
         if result is None:
             return
         text = result.text.strip()
         frame = TranscriptFrame(ts=self._rt.clock.now(), text=text, final=final,
-                                stable=text if final else result.stable.strip(), turn_id=turn_id)
+                                stable=text if final else result.stable.strip(), turn_id=turn_id,
+                                at_pause=at_pause, end_probability=result.end_probability)
         self._rt.events.emit(UserTranscriptEvent(ts=frame.ts, text=text, final=final,
                                                  stable=frame.stable, turn_id=turn_id))
         if final:
