@@ -53,6 +53,16 @@ _PUNCTUATION = ".,?!;:…\"'-"
 
 
 @dataclass(frozen=True)
+class _Tokens:
+    """One language's tokenizer, the tokens it never emits (faster-whisper's set) and the
+    sentence-final punctuation tokens."""
+
+    tokenizer: Any
+    suppressed: list[int]
+    sentence_ends: list[int]
+
+
+@dataclass(frozen=True)
 class _Word:
     text: str
     start: float
@@ -102,27 +112,13 @@ class WhisperSTT:
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(f"cannot load the whisper model in {path}: {exc}") from exc
         self._transcribe = require("faster_whisper.transcribe", "faster-whisper", extra="whisper")
-        self._tokenizers: dict[str, tuple[Any, list[int]]] = {}  # language: (it, suppressed)
+        self._tokenizers: dict[str, _Tokens] = {}
         self.beam_size, self.final_beam_size = beam_size, final_beam_size
         self.partial_interval = partial_interval
         self.language = language
 
     def stream(self) -> WhisperStream:
         return WhisperStream(self)
-
-    def _segments(self, audio: np.ndarray, beam_size: int, word_timestamps: bool) -> list:
-        segments, _ = self.model.transcribe(
-            audio, language=self.language, beam_size=beam_size,
-            temperature=0.0,  # no sampling fallback: deterministic, and a bounded cost
-            condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
-            word_timestamps=word_timestamps,
-            max_new_tokens=int(10 + _TOKENS_PER_S * len(audio) / SAMPLE_RATE))
-        return list(segments)  # the generator decodes as it is consumed
-
-    def words(self, audio: np.ndarray, final: bool) -> list[str]:
-        """The words said in ``audio`` (at most ``_WINDOW_S``). Blocking; call from a worker
-        thread."""
-        return self.decode(audio, final).text.split()
 
     def decode(self, audio: np.ndarray, final: bool) -> Transcript:
         """The text of ``audio`` (at most ``_WINDOW_S``) and, for a final-quality decode, the
@@ -135,7 +131,8 @@ class WhisperSTT:
         language = self.language
         if language is None and self.model.model.is_multilingual:
             language = self.model.detect_language(features=features)[0]
-        tokenizer, suppressed = self._tokenizer(language or "en")
+        vocab = self._tokenizer(language or "en")
+        tokenizer = vocab.tokenizer
         encoded = self.model.encode(features)
         prompt = self.model.get_prompt(tokenizer, [], without_timestamps=True)
         beam = self.final_beam_size if final else self.beam_size
@@ -144,7 +141,7 @@ class WhisperSTT:
             encoded, [prompt], beam_size=beam,
             max_length=len(prompt) + int(10 + _TOKENS_PER_S * len(audio) / SAMPLE_RATE),
             return_scores=True, return_no_speech_prob=True, return_logits_vocab=scored,
-            suppress_blank=True, suppress_tokens=suppressed)[0]
+            suppress_blank=True, suppress_tokens=vocab.suppressed)[0]
         tokens = result.sequences_ids[0]
         average_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > _NO_SPEECH_PROB and average_logprob < _LOW_LOGPROB:
@@ -153,15 +150,15 @@ class WhisperSTT:
         if not final:  # a partial, while the user speaks: nothing ends yet
             return Transcript(text)
         steps = result.logits[0] if scored else None
-        return Transcript(text, end_probability=self._sentence_end(encoded, prompt, tokenizer,
+        return Transcript(text, end_probability=self._sentence_end(encoded, prompt, vocab,
                                                                    tokens, steps))
 
-    def _sentence_end(self, encoded: Any, prompt: list[int], tokenizer: Any,
+    def _sentence_end(self, encoded: Any, prompt: list[int], vocab: _Tokens,
                       tokens: list[int], steps: list | None) -> float | None:
         """P(". ? !" right after the last word): from the greedy decode's own ``steps``, or
         from a second pass with the words forced as the decoder's prefix."""
         words = list(tokens)
-        while words and not tokenizer.decode(words[-1:]).strip().strip(_PUNCTUATION):
+        while words and not vocab.tokenizer.decode(words[-1:]).strip().strip(_PUNCTUATION):
             words.pop()  # the punctuation Whisper chose, to be scored instead
         if not words:
             return None
@@ -176,24 +173,28 @@ class WhisperSTT:
             return None
         logits = np.asarray(steps[len(words)], dtype=np.float64)
         probs = np.exp(logits - logits.max())
-        ends = [tokenizer.encode(p)[0] for p in _SENTENCE_ENDS]
-        return float(probs[ends].sum() / probs.sum())
+        return float(probs[vocab.sentence_ends].sum() / probs.sum())
 
-    def _tokenizer(self, language: str) -> tuple[Any, list[int]]:
-        """The language's tokenizer and the tokens it never emits (faster-whisper's set)."""
-        if language not in self._tokenizers:  # a race only builds the same pair twice
+    def _tokenizer(self, language: str) -> _Tokens:
+        if language not in self._tokenizers:  # a race only builds the same thing twice
             tokenizer = self._transcribe.Tokenizer(
                 self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
                 language=language)
-            suppressed = list(self._transcribe.get_suppressed_tokens(tokenizer, [-1]))
-            self._tokenizers[language] = (tokenizer, suppressed)
+            self._tokenizers[language] = _Tokens(
+                tokenizer, list(self._transcribe.get_suppressed_tokens(tokenizer, [-1])),
+                [tokenizer.encode(p)[0] for p in _SENTENCE_ENDS])
         return self._tokenizers[language]
 
     def timed_words(self, audio: np.ndarray) -> list[_Word]:
         """Final-quality words of ``audio`` with their times in seconds. Blocking."""
-        return [_Word(w.word.strip(), w.start, w.end)
-                for s in self._segments(audio, self.final_beam_size, True)
-                for w in s.words or () if w.word.strip()]
+        segments, _ = self.model.transcribe(
+            audio, language=self.language, beam_size=self.final_beam_size,
+            temperature=0.0,  # no sampling fallback: deterministic, and a bounded cost
+            condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+            word_timestamps=True,
+            max_new_tokens=int(10 + _TOKENS_PER_S * len(audio) / SAMPLE_RATE))
+        return [_Word(w.word.strip(), w.start, w.end)  # the generator decodes as it is read
+                for s in segments for w in s.words or () if w.word.strip()]
 
 
 def _keys(words: list[str]) -> list[str]:
