@@ -314,7 +314,7 @@ def backends():
 async def agent_words(stt, mulaw: bytes) -> str:
     """What the caller heard, transcribed back with the real STT."""
     audio = resample(decode_ulaw(mulaw), RATE, PIPELINE_RATE)
-    return " ".join(await asyncio.to_thread(stt.words, audio, True))
+    return (await asyncio.to_thread(stt.decode, audio, True)).text
 
 
 @pytest.mark.slow
