@@ -36,8 +36,9 @@ from voiceagent.turn_eval import (
 
 LATENCIES = ("audio_latency", "decode_latency", "completeness_latency")
 VAD_TIMEOUTS = (0.3, 0.5, 0.7, 1.0, 1.3, 1.6, 2.0)
-HYBRID_COMPLETE_SCORE = (0.8, 0.85, 0.9, 0.95)
-HYBRID_INCOMPLETE_SCORE = (0.5, 0.85)
+HYBRID_COMPLETE_SCORE = (0.9, 0.92, 0.95)
+HYBRID_INCOMPLETE_SCORE = (0.5, 0.9)
+HYBRID_AUDIO_WEIGHT = (0.0, 0.1, 0.2)
 TEXT_SIGNALS = ("stt", "completeness")
 
 
@@ -52,10 +53,11 @@ def policy_rows(measured, base: EndpointingOptions) -> tuple[list[dict], list[di
     vad = [row(base.model_copy(update={"mode": "vad", "silence_timeout": t}), silence_timeout=t)
            for t in VAD_TIMEOUTS]
     hybrid = [row(base.model_copy(update={"mode": "hybrid", "text_signal": s,
-                                          "complete_score": c, "incomplete_score": i}),
-                  text_signal=s, complete_score=c, incomplete_score=i)
+                                          "complete_score": c, "incomplete_score": i,
+                                          "audio_weight": w}),
+                  text_signal=s, complete_score=c, incomplete_score=i, audio_weight=w)
               for s in TEXT_SIGNALS for c in HYBRID_COMPLETE_SCORE
-              for i in HYBRID_INCOMPLETE_SCORE if i < c]
+              for i in HYBRID_INCOMPLETE_SCORE if i < c for w in HYBRID_AUDIO_WEIGHT]
     return vad, hybrid
 
 
@@ -126,6 +128,8 @@ async def main() -> None:
         **{f"median_{name}_s": median([getattr(p, name) for p in all_pauses])
            for name in LATENCIES},
         "default_hybrid": {"median_delay_s": default.median_delay,
+                           # every delay: how far the median sits from the slow turns
+                           "delays_s": sorted(round(d, 3) for d in default.delays),
                            "false_cutoff_rate": round(default.cutoff_rate, 3)},
         "vad_only": vad_rows, "hybrid": hybrid_rows,
         "barge_in": barge,
@@ -144,13 +148,16 @@ async def main() -> None:
     for r in vad_rows:
         lines.append(f"  {r['silence_timeout']:4.1f} s  {ms(r['median_delay_s'], 6)}  "
                      f"{r['false_cutoff_rate']:6.1%} ({r['cutoffs']}/{r['splits']})")
-    lines.append("hybrid: text signal, complete/incomplete score -> median delay (ms), "
-                 "false cut-offs")
+    lines.append("hybrid: text signal, complete/incomplete score, audio weight -> median delay "
+                 "(ms), false cut-offs")
     for r in hybrid_rows:
         lines.append(f"  {r['text_signal']:12s} "
-                     f"{r['complete_score']:.2f}/{r['incomplete_score']:.2f}  "
+                     f"{r['complete_score']:.2f}/{r['incomplete_score']:.2f} "
+                     f"{r['audio_weight']:.1f}  "
                      f"{ms(r['median_delay_s'], 6)}  {r['false_cutoff_rate']:6.1%} "
                      f"({r['cutoffs']}/{r['splits']})")
+    lines.append("default hybrid, delay per complete turn (ms): "
+                 + " ".join(ms(d, 0) for d in sorted(default.delays)))
     lines.append(f"default hybrid: median delay {ms(default.median_delay, 6)} ms, false cut-offs "
                  f"{default.cutoff_rate:.1%}")
     for b in barge:

@@ -70,7 +70,8 @@ async def test_only_the_transcript_decoded_at_the_pause_is_judged(signal: str):
     events = EventBus()
     runtime = SessionRuntime("s", SessionClock(), events, MetricsTracker(events))
     text_model = FixedScore(1.0)
-    options = AgentOptions(endpointing=EndpointingOptions(text_signal=signal))
+    # the text score alone decides here: this is about which transcript is judged
+    options = AgentOptions(endpointing=EndpointingOptions(text_signal=signal, audio_weight=0.0))
     graph = Graph("g")
     node = graph.add(EndpointerNode(options, runtime, FixedScore(0.0), text_model))
     try:

@@ -31,8 +31,10 @@ class EndpointingOptions(BaseModel):
     #: speech shorter than this is ignored as a click or a cough
     min_speech: float = Field(0.1, ge=0.0)
     #: silence that ends a speech segment (the VAD's hangover). The hybrid endpointer's models
-    #: start at this moment, so it sets how soon they can answer (docs/benchmarks.md)
-    min_silence: float = Field(0.1, ge=0.0)
+    #: start at this moment, so it sets how soon they can answer. Two Silero windows: one
+    #: gave more cut-offs (Whisper scores 32 ms of trailing audio less reliably), 0.1 s
+    #: answers 64 ms later (docs/benchmarks.md)
+    min_silence: float = Field(0.064, ge=0.0)
     #: audio kept from before the detected start, so the first syllable is not clipped
     pre_roll: float = Field(0.3, ge=0.0)
     #: vad mode: silence after the end of speech before the turn is over. Measured on the
@@ -46,16 +48,18 @@ class EndpointingOptions(BaseModel):
     incomplete_silence: float = Field(2.0, ge=0.0)
     #: hybrid: scores at or above this count as complete, at or below the next as unfinished;
     #: the wait is interpolated between them
-    complete_score: float = Field(0.9, ge=0.0, le=1.0)
-    incomplete_score: float = Field(0.85, ge=0.0, le=1.0)
+    complete_score: float = Field(0.92, ge=0.0, le=1.0)
+    incomplete_score: float = Field(0.9, ge=0.0, le=1.0)
     #: hybrid: the transcript's completeness score: ``stt``, the recogniser's end-of-sentence
     #: probability when it gives one (else the completeness model); ``completeness``, always
     #: the completeness model (the local LLM's probability of ". ? !" after the words)
     text_signal: Literal["stt", "completeness"] = "stt"
     #: hybrid: weight of the audio model against the text score. Whisper's end probability
     #: separates complete from cut sentences far better than Smart Turn on the shared clips
-    #: (which gives 0.02-0.26 on some complete read sentences), so it carries nearly all of it
-    audio_weight: float = Field(0.05, ge=0.0, le=1.0)
+    #: (which gives 0.02-0.3 on some complete read sentences), so it carries most of it; at
+    #: 0.1 Smart Turn still vetoes cuts that Whisper hears as ends ("The child almost hurt.",
+    #: "...carrots and bruised potatoes.")
+    audio_weight: float = Field(0.1, ge=0.0, le=1.0)
     #: hybrid: an audio score this high ends the turn before the transcript is scored (1.0:
     #: never; on the shared clips Smart Turn scored 0.96-0.99 mid-sentence too often)
     confident_audio: float = Field(1.0, ge=0.0, le=1.0)

@@ -15,9 +15,10 @@ Whisper transcribes whole windows, not streams, so streaming is built on top of 
 * A decode pads the audio with ``_PAD_S`` of silence, not to Whisper's full 30 s window: the
   encoder's cost grows with the window, and on the shared clips the short window transcribes
   the same words 2-3x faster (with less than ~3 s of padding Whisper starts repeating itself).
-* Each decode also says how likely the speaker finished a sentence where the audio stops:
-  Whisper's own probability of ". ? !" after the last word. It hears the prosody as well as
-  the words, which makes it the endpointer's best completeness signal (docs/benchmarks.md).
+* Each final decode also says how likely the speaker finished where the audio stops:
+  Whisper's own probability that the transcript ends after the last word (". ? !" or the end
+  of text). It hears the prosody as well as the words, which makes it the endpointer's best
+  completeness signal (docs/benchmarks.md).
 
 The model is loaded once and shared by all streams. CTranslate2 queues concurrent calls on
 its ``num_workers`` workers, and faster-whisper keeps no state between calls, so streams
@@ -55,11 +56,11 @@ _PUNCTUATION = ".,?!;:…\"'-"
 @dataclass(frozen=True)
 class _Tokens:
     """One language's tokenizer, the tokens it never emits (faster-whisper's set) and the
-    sentence-final punctuation tokens."""
+    tokens that end what was said (sentence-final punctuation, end of text)."""
 
     tokenizer: Any
     suppressed: list[int]
-    sentence_ends: list[int]
+    end_tokens: list[int]
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class WhisperSTT:
 
     def decode(self, audio: np.ndarray, final: bool) -> Transcript:
         """The text of ``audio`` (at most ``_WINDOW_S``) and, for a final-quality decode, the
-        probability that a sentence ends where it stops. Blocking; call from a worker thread."""
+        probability that what was said ends where it stops. Blocking; call from a worker thread."""
         if len(audio) > _WINDOW_S * SAMPLE_RATE:
             raise ValueError(f"whisper decodes at most {_WINDOW_S:.0f} s at once")
         window = np.concatenate([audio, np.zeros(int(_PAD_S * SAMPLE_RATE), np.float32)])
@@ -155,8 +156,11 @@ class WhisperSTT:
 
     def _sentence_end(self, encoded: Any, prompt: list[int], vocab: _Tokens,
                       tokens: list[int], steps: list | None) -> float | None:
-        """P(". ? !" right after the last word): from the greedy decode's own ``steps``, or
-        from a second pass with the words forced as the decoder's prefix."""
+        """P(the transcript ends right after the last word, with ". ? !" or with no mark at
+        all): from the greedy decode's own ``steps``, or from a second pass with the words
+        forced as the decoder's prefix. Counting the end of text matters when Whisper leaves
+        punctuation out ("thank you"); on the shared clips it separates whole sentences from
+        cut ones better than the marks alone (docs/benchmarks.md)."""
         words = list(tokens)
         while words and not vocab.tokenizer.decode(words[-1:]).strip().strip(_PUNCTUATION):
             words.pop()  # the punctuation Whisper chose, to be scored instead
@@ -167,13 +171,14 @@ class WhisperSTT:
             # max_length / 2 steps, so this leaves room for the one step scored here.
             steps = self.model.model.generate(
                 encoded, [prompt + words], beam_size=1,
-                max_length=len(prompt) + 2 * (len(words) + 2), return_logits_vocab=True
+                max_length=len(prompt) + 2 * (len(words) + 2), return_logits_vocab=True,
+                suppress_blank=False,  # else the end of text is barred at the scored step
             )[0].logits[0]
         if len(steps) <= len(words):
-            return None
+            return 0.0  # the decode ran out of length still talking: a loop, never an end
         logits = np.asarray(steps[len(words)], dtype=np.float64)
         probs = np.exp(logits - logits.max())
-        return float(probs[vocab.sentence_ends].sum() / probs.sum())
+        return float(probs[vocab.end_tokens].sum() / probs.sum())
 
     def _tokenizer(self, language: str) -> _Tokens:
         if language not in self._tokenizers:  # a race only builds the same thing twice
@@ -182,7 +187,7 @@ class WhisperSTT:
                 language=language)
             self._tokenizers[language] = _Tokens(
                 tokenizer, list(self._transcribe.get_suppressed_tokens(tokenizer, [-1])),
-                [tokenizer.encode(p)[0] for p in _SENTENCE_ENDS])
+                [tokenizer.encode(p)[0] for p in _SENTENCE_ENDS] + [tokenizer.eot])
         return self._tokenizers[language]
 
     def timed_words(self, audio: np.ndarray) -> list[_Word]:
