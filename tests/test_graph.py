@@ -219,6 +219,21 @@ async def test_stop_cancels_helper_tasks_and_leaves_nothing():
     assert all(t.done() for t in graph.tasks)
 
 
+async def test_stopping_a_node_mid_frame_leaves_no_waiter_behind():
+    """A node busy with a frame also waits for system frames; a stop then must cancel that
+    wait too, or the task is left pending and destroyed later (a leak per stopped session)."""
+    graph = Graph("midframe")
+    src, slow = Source("src"), Recorder("slow", delay=3600)
+    graph.chain(src, slow)
+    await graph.start()
+    await src.emit(text(0))
+    await asyncio.sleep(0.01)  # inside process(), listening for system frames
+    await graph.stop(graceful=False)
+    waiting = [t for t in asyncio.all_tasks() if not t.done()
+               and "get_system" in getattr(t.get_coro(), "__qualname__", "")]
+    assert not waiting
+
+
 async def test_graceful_stop_drains_queued_data():
     graph = Graph("drain")
     src, sink = Source("src"), Recorder("sink", delay=0.005)

@@ -193,6 +193,7 @@ class Node:
     async def _process_listening(self, frame: DataFrame) -> None:
         """Process ``frame`` while still reacting to system frames."""
         work = asyncio.ensure_future(self._guarded(frame))
+        waiter: asyncio.Future | None = None
         try:
             while not work.done():
                 waiter = asyncio.ensure_future(self.inbox.get_system())
@@ -213,9 +214,12 @@ class Node:
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise  # we are being cancelled, not just the work
         finally:
-            if not work.done():
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
+            # cancelled mid-wait (the graph stops): neither the work nor the wait may outlive
+            # this frame
+            pending = [t for t in (work, waiter) if t is not None and not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
