@@ -1,7 +1,8 @@
 """Turn-taking: end-of-turn delay and false cut-offs, VAD-only against the hybrid endpointer,
 and the barge-in stop latency.
 
-    python benchmarks/turn_taking.py [--data DIR] [--clips ...] [--runs 3] [--json]
+    python benchmarks/turn_taking.py [--data DIR] [--clips ...] [--runs 3] [--telephone]
+        [--json]
 
 Test set (voiceagent.turn_eval): every clip whole with silence after it (complete turns), and
 split at word boundaries with 0.5/1.0/1.5 s of silence inserted mid-sentence (unfinished
@@ -9,7 +10,8 @@ turns). Each pause is measured with the real models (their scores and latencies 
 machine); each policy setting is then replayed over the measurements. Barge-in: a real session
 answers a clip; once the agent has talked for 1 s a second clip is spoken over it; the latency
 runs from the user's speech onset to the agent's audio going silent, and to the interruption
-being confirmed.
+being confirmed. ``--telephone`` first passes every clip through a phone line (8 kHz G.711
+mu-law), as the SIP bridge hears it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from common import clips, emit, median, ms, parser
 
 from voiceagent import Agent, registry
 from voiceagent.agent import EndpointingOptions
-from voiceagent.audio import load_audio
+from voiceagent.audio import PIPELINE_RATE, load_audio, resample
 from voiceagent.events import BargeInEvent, UserSpeakingEvent
 from voiceagent.session import AgentSession, resolve_backends
+from voiceagent.telephony.media import PCMU, TELEPHONE_RATE
 from voiceagent.transports.file import FileAudioOutput
 from voiceagent.turn_eval import (
     ScriptedUserInput,
@@ -36,10 +39,16 @@ from voiceagent.turn_eval import (
 
 LATENCIES = ("audio_latency", "decode_latency", "completeness_latency")
 VAD_TIMEOUTS = (0.3, 0.5, 0.7, 1.0, 1.3, 1.6, 2.0)
-HYBRID_COMPLETE_SCORE = (0.9, 0.92, 0.95)
-HYBRID_INCOMPLETE_SCORE = (0.5, 0.9)
-HYBRID_AUDIO_WEIGHT = (0.0, 0.1, 0.2)
+HYBRID_COMPLETE_SCORE = (0.92, 0.95, 0.97)
+HYBRID_INCOMPLETE_SCORE = (0.5, 0.9, 0.94)
+HYBRID_AUDIO_WEIGHT = (0.0, 0.02, 0.1)
 TEXT_SIGNALS = ("stt", "completeness")
+
+
+def phone_line(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as it reaches the agent over a call: 8 kHz mu-law, back at the pipeline rate."""
+    narrow = PCMU.decode(PCMU.encode(resample(audio, PIPELINE_RATE, TELEPHONE_RATE)))
+    return resample(narrow, TELEPHONE_RATE, PIPELINE_RATE)
 
 
 def policy_rows(measured, base: EndpointingOptions) -> tuple[list[dict], list[dict]]:
@@ -84,7 +93,10 @@ async def barge_in_once(agent: Agent, backends, first: np.ndarray, second: np.nd
 async def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--no-barge-in", action="store_true", help="skip the real-time barge-in runs")
+    p.add_argument("--telephone", action="store_true",
+                   help="pass every clip through a phone line (8 kHz G.711 mu-law) first")
     args = p.parse_args()
+    channel = phone_line if args.telephone else (lambda audio: audio)
     selected = clips(args)
     base = EndpointingOptions()
     stt = registry.get("stt", "whisper")
@@ -95,7 +107,7 @@ async def main() -> None:
     t0 = time.perf_counter()
     measured = []
     for clip in selected:
-        audio = load_audio(clip.path)
+        audio = channel(load_audio(clip.path))
         words = stt.timed_words(audio)
         for case in build_cases(clip.name, audio, words, clip.text):
             runs = [measure_pauses(case, vad, stt, detector, completeness, base)
@@ -116,9 +128,9 @@ async def main() -> None:
         agent = Agent("You are a storyteller. Always answer with a story of several sentences.")
         backends = resolve_backends(agent)
         shortest = min(selected, key=lambda c: c.seconds)
-        question = load_audio(shortest.path)  # one turn, so the agent answers it at once
+        question = channel(load_audio(shortest.path))  # one turn, so the agent answers it at once
         for clip in [c for c in selected if c is not shortest][:3]:
-            result = await barge_in_once(agent, backends, question, load_audio(clip.path))
+            result = await barge_in_once(agent, backends, question, channel(load_audio(clip.path)))
             if result:
                 barge.append({"clip": clip.name, **result})
 
@@ -136,7 +148,7 @@ async def main() -> None:
         "barge_in_median_onset_to_silent_s": median([b["onset_to_silent_s"] for b in barge]),
         "barge_in_median_onset_to_confirmed_s": median([b["onset_to_confirmed_s"]
                                                         for b in barge]),
-        "measure_seconds": round(time.perf_counter() - t0, 1),
+        "measure_seconds": round(time.perf_counter() - t0, 1), "telephone": args.telephone,
     }
 
     lines = [f"{figures['complete']} complete and {figures['split']} split cases, "
@@ -153,7 +165,7 @@ async def main() -> None:
     for r in hybrid_rows:
         lines.append(f"  {r['text_signal']:12s} "
                      f"{r['complete_score']:.2f}/{r['incomplete_score']:.2f} "
-                     f"{r['audio_weight']:.1f}  "
+                     f"{r['audio_weight']:.2f}  "
                      f"{ms(r['median_delay_s'], 6)}  {r['false_cutoff_rate']:6.1%} "
                      f"({r['cutoffs']}/{r['splits']})")
     lines.append("default hybrid, delay per complete turn (ms): "

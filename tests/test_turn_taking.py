@@ -43,10 +43,10 @@ STORY = "You are a storyteller. Always answer with a long story of at least six 
 
 def test_required_silence_adapts_to_the_scores():
     o = EndpointingOptions()
-    assert required_silence(o, 0.95, None) == o.incomplete_silence  # audio alone: wait
+    assert required_silence(o, 0.99, None) == o.incomplete_silence  # audio alone: wait
     eager = o.model_copy(update={"confident_audio": 0.9})
-    assert required_silence(eager, 0.95, None) == o.complete_silence  # unless trusted
-    assert required_silence(o, 0.95, 0.95) == o.complete_silence
+    assert required_silence(eager, 0.99, None) == o.complete_silence  # unless trusted
+    assert required_silence(o, 0.99, 0.99) == o.complete_silence
     assert required_silence(o, 0.0, 0.0) == o.incomplete_silence
     between = (o.complete_score + o.incomplete_score) / 2
     middle = required_silence(o, between, between)

@@ -48,18 +48,17 @@ class EndpointingOptions(BaseModel):
     incomplete_silence: float = Field(2.0, ge=0.0)
     #: hybrid: scores at or above this count as complete, at or below the next as unfinished;
     #: the wait is interpolated between them
-    complete_score: float = Field(0.92, ge=0.0, le=1.0)
-    incomplete_score: float = Field(0.9, ge=0.0, le=1.0)
+    complete_score: float = Field(0.95, ge=0.0, le=1.0)
+    incomplete_score: float = Field(0.94, ge=0.0, le=1.0)
     #: hybrid: the transcript's completeness score: ``stt``, the recogniser's end-of-sentence
     #: probability when it gives one (else the completeness model); ``completeness``, always
     #: the completeness model (the local LLM's probability of ". ? !" after the words)
     text_signal: Literal["stt", "completeness"] = "stt"
     #: hybrid: weight of the audio model against the text score. Whisper's end probability
     #: separates complete from cut sentences far better than Smart Turn on the shared clips
-    #: (which gives 0.02-0.3 on some complete read sentences), so it carries most of it; at
-    #: 0.1 Smart Turn still vetoes cuts that Whisper hears as ends ("The child almost hurt.",
-    #: "...carrots and bruised potatoes.")
-    audio_weight: float = Field(0.1, ge=0.0, le=1.0)
+    #: (which gives 0.02-0.3 on some complete read sentences, and other scores again on the
+    #: same sentences over a phone line), so it only breaks near-ties
+    audio_weight: float = Field(0.02, ge=0.0, le=1.0)
     #: hybrid: an audio score this high ends the turn before the transcript is scored (1.0:
     #: never; on the shared clips Smart Turn scored 0.96-0.99 mid-sentence too often)
     confident_audio: float = Field(1.0, ge=0.0, le=1.0)
