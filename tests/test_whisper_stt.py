@@ -185,8 +185,8 @@ def test_a_decode_cut_off_by_its_length_cap_never_reads_as_an_end(stt: WhisperST
     text model, and "when you add the two when you add the two" reads finished)."""
     vocab = stt._tokenizer("en")
     looped = vocab.tokenizer.encode(" when you add the two when you add the two")
-    assert stt._sentence_end(None, [], vocab, looped, steps=[[0.0]] * len(looped)) == 0.0
-    assert stt._sentence_end(None, [], vocab, vocab.tokenizer.encode("."), steps=[]) is None
+    assert stt._end_probability(None, [], vocab, looped, steps=[[0.0]] * len(looped)) == 0.0
+    assert stt._end_probability(None, [], vocab, vocab.tokenizer.encode("."), steps=[]) is None
 
 
 async def test_bad_and_empty_input(stt: WhisperSTT) -> None:

@@ -151,10 +151,10 @@ class WhisperSTT:
         if not final:  # a partial, while the user speaks: nothing ends yet
             return Transcript(text)
         steps = result.logits[0] if scored else None
-        return Transcript(text, end_probability=self._sentence_end(encoded, prompt, vocab,
+        return Transcript(text, end_probability=self._end_probability(encoded, prompt, vocab,
                                                                    tokens, steps))
 
-    def _sentence_end(self, encoded: Any, prompt: list[int], vocab: _Tokens,
+    def _end_probability(self, encoded: Any, prompt: list[int], vocab: _Tokens,
                       tokens: list[int], steps: list | None) -> float | None:
         """P(the transcript ends right after the last word, with ". ? !" or with no mark at
         all): from the greedy decode's own ``steps``, or from a second pass with the words
