@@ -1,17 +1,21 @@
-"""Turn-taking: end-of-turn delay and false cut-offs, VAD-only against the hybrid endpointer,
-and the barge-in stop latency.
+"""Turn-taking: end-of-turn delay against false cut-offs for the learned model, the hybrid
+endpointer, Smart Turn alone and VAD only; and the barge-in stop latency.
 
     python benchmarks/turn_taking.py [--data DIR] [--clips ...] [--runs 3] [--telephone]
-        [--json]
+        [--noise SNR_DB] [--no-barge-in] [--json]
 
 Test set (voiceagent.turn_eval): every clip whole with silence after it (complete turns), and
 split at word boundaries with 0.5/1.0/1.5 s of silence inserted mid-sentence (unfinished
 turns). Each pause is measured with the real models (their scores and latencies on this
-machine); each policy setting is then replayed over the measurements. Barge-in: a real session
-answers a clip; once the agent has talked for 1 s a second clip is spoken over it; the latency
-runs from the user's speech onset to the agent's audio going silent, and to the interruption
-being confirmed. ``--telephone`` first passes every clip through a phone line (8 kHz G.711
-mu-law), as the SIP bridge hears it.
+machine); each policy is then replayed over the measurements, at its default and over a sweep
+of its one parameter (the model's threshold, the hybrid's score bounds, Smart Turn's bound,
+the VAD's silence), which gives the curve in the style of LiveKit's eot-bench: the fewest
+false cut-offs within a 300 ms and a 600 ms median delay, and the shortest median delay
+within 5 % and 10 % false cut-offs. Barge-in: a real session answers a clip; once the agent
+has talked for 1 s a second clip is spoken over it; the latency runs from the user's speech
+onset to the agent's audio going silent, and to the interruption being confirmed.
+``--telephone`` passes every clip through a phone line (8 kHz G.711 mu-law) first, as the
+SIP bridge hears it; ``--noise`` adds pink noise at that SNR to the whole case, pauses included.
 """
 
 from __future__ import annotations
@@ -22,52 +26,53 @@ import time
 import numpy as np
 from common import clips, emit, median, ms, parser
 
+from training.turn.augment import add_noise, phone_line
 from voiceagent import Agent, registry
 from voiceagent.agent import EndpointingOptions
-from voiceagent.audio import PIPELINE_RATE, load_audio, resample
+from voiceagent.audio import load_audio
 from voiceagent.events import BargeInEvent, UserSpeakingEvent
 from voiceagent.session import AgentSession, resolve_backends
-from voiceagent.telephony.media import PCMU, TELEPHONE_RATE
 from voiceagent.transports.file import FileAudioOutput
 from voiceagent.turn_eval import (
     ScriptedUserInput,
     build_cases,
+    curve,
+    cutoffs_within,
+    delay_within,
     evaluate,
     measure_pauses,
     silent_from,
 )
+from voiceagent.turn_model import TurnModel
 
-LATENCIES = ("audio_latency", "decode_latency", "completeness_latency")
-VAD_TIMEOUTS = (0.3, 0.5, 0.7, 1.0, 1.3, 1.6, 2.0)
-HYBRID_COMPLETE_SCORE = (0.92, 0.95, 0.97)
-HYBRID_INCOMPLETE_SCORE = (0.5, 0.9, 0.94)
-HYBRID_AUDIO_WEIGHT = (0.0, 0.02, 0.1)
-TEXT_SIGNALS = ("stt", "completeness")
+LATENCIES = ("audio_latency", "decode_latency")
+BOUNDS = tuple(np.round(np.arange(0.30, 0.996, 0.01), 3))
+VAD_TIMEOUTS = tuple(np.round(np.arange(0.2, 2.01, 0.05), 2))
 
 
-def phone_line(audio: np.ndarray) -> np.ndarray:
-    """``audio`` as it reaches the agent over a call: 8 kHz mu-law, back at the pipeline rate."""
-    narrow = PCMU.decode(PCMU.encode(resample(audio, PIPELINE_RATE, TELEPHONE_RATE)))
-    return resample(narrow, TELEPHONE_RATE, PIPELINE_RATE)
+def policies(base: EndpointingOptions) -> dict[str, list[tuple[float, EndpointingOptions]]]:
+    """Each policy's sweep of its one parameter (the default is replayed separately)."""
+    def hybrid(bound: float, **update) -> EndpointingOptions:
+        return base.model_copy(update={"mode": "hybrid", "complete_score": bound,
+                                       "incomplete_score": bound - 0.01, **update})
+
+    return {
+        "model": [(t, base.model_copy(update={"mode": "model", "model_threshold": t}))
+                  for t in BOUNDS],
+        "hybrid": [(b, hybrid(b)) for b in BOUNDS],
+        "smart_turn": [(b, hybrid(b, audio_weight=1.0, confident_audio=b)) for b in BOUNDS],
+        "vad": [(t, base.model_copy(update={"mode": "vad", "silence_timeout": t}))
+                for t in VAD_TIMEOUTS],
+    }
 
 
-def policy_rows(measured, base: EndpointingOptions) -> tuple[list[dict], list[dict]]:
-    def row(opts: EndpointingOptions, **label) -> dict:
-        out = evaluate(measured, opts)
-        return {**label, "median_delay_s": None if out.median_delay is None
-                else round(out.median_delay, 3),
-                "false_cutoff_rate": round(out.cutoff_rate, 3), "cutoffs": out.cutoffs,
-                "splits": out.splits, "missed": out.missed}
-
-    vad = [row(base.model_copy(update={"mode": "vad", "silence_timeout": t}), silence_timeout=t)
-           for t in VAD_TIMEOUTS]
-    hybrid = [row(base.model_copy(update={"mode": "hybrid", "text_signal": s,
-                                          "complete_score": c, "incomplete_score": i,
-                                          "audio_weight": w}),
-                  text_signal=s, complete_score=c, incomplete_score=i, audio_weight=w)
-              for s in TEXT_SIGNALS for c in HYBRID_COMPLETE_SCORE
-              for i in HYBRID_INCOMPLETE_SCORE if i < c for w in HYBRID_AUDIO_WEIGHT]
-    return vad, hybrid
+def defaults(base: EndpointingOptions) -> dict[str, EndpointingOptions]:
+    return {"model": base.model_copy(update={"mode": "model"}),
+            "hybrid": base.model_copy(update={"mode": "hybrid"}),
+            "smart_turn": base.model_copy(update={"mode": "hybrid", "audio_weight": 1.0,
+                                                  "confident_audio": 0.5, "complete_score": 0.5,
+                                                  "incomplete_score": 0.49}),
+            "vad": base.model_copy(update={"mode": "vad"})}
 
 
 async def barge_in_once(agent: Agent, backends, first: np.ndarray, second: np.ndarray) -> dict:
@@ -95,22 +100,31 @@ async def main() -> None:
     p.add_argument("--no-barge-in", action="store_true", help="skip the real-time barge-in runs")
     p.add_argument("--telephone", action="store_true",
                    help="pass every clip through a phone line (8 kHz G.711 mu-law) first")
+    p.add_argument("--noise", type=float, metavar="SNR_DB",
+                   help="add noise at this signal-to-noise ratio (dB)")
     args = p.parse_args()
-    channel = phone_line if args.telephone else (lambda audio: audio)
+    rng = np.random.default_rng(0)
+
+    def channel(audio: np.ndarray) -> np.ndarray:
+        if args.noise is not None:
+            audio = add_noise(audio, args.noise, rng, kind="pink")
+        return phone_line(audio) if args.telephone else audio
+
     selected = clips(args)
     base = EndpointingOptions()
+    model = TurnModel.load()
     stt = registry.get("stt", "whisper")
     vad = registry.get("vad", "silero")
     detector = registry.get("turn", "smart-turn")
-    completeness = registry.get("completeness", "llamacpp")
 
     t0 = time.perf_counter()
     measured = []
     for clip in selected:
-        audio = channel(load_audio(clip.path))
-        words = stt.timed_words(audio)
+        audio = load_audio(clip.path)
+        words = stt.timed_words(channel(audio))
         for case in build_cases(clip.name, audio, words, clip.text):
-            runs = [measure_pauses(case, vad, stt, detector, completeness, base)
+            case.audio = channel(case.audio)  # the inserted pauses hear the noise too
+            runs = [measure_pauses(case, vad, stt, detector, None, base)
                     for _ in range(max(1, args.runs))]
             # Latencies vary run to run: keep the median latency per pause.
             pauses = runs[0]
@@ -120,8 +134,23 @@ async def main() -> None:
                                                           if k < len(r)])))
             measured.append((case, pauses))
     all_pauses = [p for _, ps in measured for p in ps]
-    vad_rows, hybrid_rows = policy_rows(measured, base)
-    default = evaluate(measured, base)
+
+    results = {}
+    for name, sweep in policies(base).items():
+        points = curve(measured, sweep, model)
+        out = evaluate(measured, defaults(base)[name], model)
+        results[name] = {
+            "default": {"median_delay_s": out.median_delay, "p90_delay_s": out.p90_delay,
+                        "false_cutoff_rate": round(out.cutoff_rate, 3),
+                        "cutoffs": out.cutoffs, "splits": out.splits, "missed": out.missed,
+                        "delays_s": [round(d, 3) for d in out.delays]},
+            "cutoffs_at_300ms": cutoffs_within(points, 0.3),
+            "cutoffs_at_600ms": cutoffs_within(points, 0.6),
+            "delay_at_5pct": delay_within(points, 0.05),
+            "delay_at_10pct": delay_within(points, 0.10),
+            "curve": [vars(p) for p in points],
+        }
+    complete = [c.name for c, _ in measured if c.kind == "complete"]
 
     barge = []
     if not args.no_barge_in:
@@ -135,43 +164,38 @@ async def main() -> None:
                 barge.append({"clip": clip.name, **result})
 
     figures = {
-        "cases": len(measured), "complete": sum(c.kind == "complete" for c, _ in measured),
+        "cases": len(measured), "complete": len(complete),
         "split": sum(c.kind == "split" for c, _ in measured), "pauses": len(all_pauses),
         **{f"median_{name}_s": median([getattr(p, name) for p in all_pauses])
            for name in LATENCIES},
-        "default_hybrid": {"median_delay_s": default.median_delay,
-                           # every delay: how far the median sits from the slow turns
-                           "delays_s": sorted(round(d, 3) for d in default.delays),
-                           "false_cutoff_rate": round(default.cutoff_rate, 3)},
-        "vad_only": vad_rows, "hybrid": hybrid_rows,
+        "complete_cases": complete, "policies": results,
         "barge_in": barge,
         "barge_in_median_onset_to_silent_s": median([b["onset_to_silent_s"] for b in barge]),
         "barge_in_median_onset_to_confirmed_s": median([b["onset_to_confirmed_s"]
                                                         for b in barge]),
         "measure_seconds": round(time.perf_counter() - t0, 1), "telephone": args.telephone,
+        "noise_snr_db": args.noise,
     }
+
+    def pct(rate: float | None) -> str:
+        return f"{rate:6.1%}" if rate is not None else f"{'-':>6}"
 
     lines = [f"{figures['complete']} complete and {figures['split']} split cases, "
              f"{figures['pauses']} pauses; median model latency: audio "
              f"{ms(figures['median_audio_latency_s'], 6)} ms, transcript with its end "
-             f"probability {ms(figures['median_decode_latency_s'], 6)} ms, completeness model "
-             f"after it {ms(figures['median_completeness_latency_s'], 6)} ms", "",
-             "VAD-only: silence_timeout -> median end-of-turn delay (ms), false cut-offs"]
-    for r in vad_rows:
-        lines.append(f"  {r['silence_timeout']:4.1f} s  {ms(r['median_delay_s'], 6)}  "
-                     f"{r['false_cutoff_rate']:6.1%} ({r['cutoffs']}/{r['splits']})")
-    lines.append("hybrid: text signal, complete/incomplete score, audio weight -> median delay "
-                 "(ms), false cut-offs")
-    for r in hybrid_rows:
-        lines.append(f"  {r['text_signal']:12s} "
-                     f"{r['complete_score']:.2f}/{r['incomplete_score']:.2f} "
-                     f"{r['audio_weight']:.2f}  "
-                     f"{ms(r['median_delay_s'], 6)}  {r['false_cutoff_rate']:6.1%} "
-                     f"({r['cutoffs']}/{r['splits']})")
-    lines.append("default hybrid, delay per complete turn (ms): "
-                 + " ".join(ms(d, 0) for d in sorted(default.delays)))
-    lines.append(f"default hybrid: median delay {ms(default.median_delay, 6)} ms, false cut-offs "
-                 f"{default.cutoff_rate:.1%}")
+             f"probability {ms(figures['median_decode_latency_s'], 6)} ms", "",
+             "policy      | default: median  p90 (ms)  cut-offs | cut-offs within 300 / 600 ms "
+             "| median delay within 5 % / 10 % cut-offs (ms)"]
+    for name, r in results.items():
+        d = r["default"]
+        lines.append(f"{name:11s} | {ms(d['median_delay_s'], 6)} {ms(d['p90_delay_s'], 6)}  "
+                     f"{pct(d['false_cutoff_rate'])} ({d['cutoffs']}/{d['splits']})"
+                     f" | {pct(r['cutoffs_at_300ms'])} / {pct(r['cutoffs_at_600ms'])}"
+                     f" | {ms(r['delay_at_5pct'], 6)} / {ms(r['delay_at_10pct'], 6)}")
+    for name in ("model", "hybrid"):
+        d = results[name]["default"]
+        lines.append(f"\n{name} default, delay per complete turn (ms):")
+        lines += [f"  {ms(delay, 6)}  {clip}" for clip, delay in zip(complete, d["delays_s"])]
     for b in barge:
         lines.append(f"barge-in {b['clip']}: onset->silent {ms(b['onset_to_silent_s'], 6)} ms, "
                      f"onset->confirmed {ms(b['onset_to_confirmed_s'], 6)} ms")

@@ -25,7 +25,7 @@ class EndpointingOptions(BaseModel):
     shortest delay (docs/benchmarks.md has the curve).
     """
 
-    mode: Literal["vad", "hybrid"] = "hybrid"
+    mode: Literal["vad", "hybrid", "model"] = "hybrid"
     #: VAD speech probability above which a window counts as speech
     activation_threshold: float = Field(0.5, ge=0.0, le=1.0)
     #: speech shorter than this is ignored as a click or a cough
@@ -62,6 +62,11 @@ class EndpointingOptions(BaseModel):
     #: hybrid: an audio score this high ends the turn before the transcript is scored (1.0:
     #: never; on the shared clips Smart Turn scored 0.96-0.99 mid-sentence too often)
     confident_audio: float = Field(1.0, ge=0.0, le=1.0)
+    #: model mode: the learned end-of-turn model's file (None: the one in the package)
+    model_path: str | None = None
+    #: model mode: the probability that ends a turn (None: the model's own, chosen in
+    #: training for few cut-offs on held-out synthetic voices)
+    model_threshold: float | None = Field(None, ge=0.0, le=1.0)
     #: wall-clock maximum of one user turn, speech or not
     max_turn: float = Field(30.0, gt=0)
 

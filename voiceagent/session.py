@@ -40,7 +40,7 @@ def resolve_backends(agent: Agent) -> dict[str, object]:
     """The agent's backends, loaded (once per process) through the registry. The turn
     models are loaded only when the endpointer will use them."""
     wanted = dict(agent.backends)
-    if agent.options.endpointing.mode != "hybrid":
+    if agent.options.endpointing.mode == "vad":
         wanted.pop("turn", None)
         wanted.pop("completeness", None)
     return {kind: registry.resolve(kind, spec, **agent.backend_options[kind])  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ score and how long it took, the transcript decoded at the pause with the recogni
 end-of-sentence probability and how long that took, and the completeness model's score of
 the transcript and how long that took after the decode. A policy is then replayed over those
 measurements on the 20 ms grid the endpointer runs on (the same
-:func:`voiceagent.turn_policy.required_silence`), so many settings can be compared without
+:func:`voiceagent.turn_policy.turn_over`), so many settings can be compared without
 re-running the models, and with their real latencies.
 """
 
@@ -23,7 +23,9 @@ import numpy as np
 
 from .agent import EndpointingOptions
 from .audio import PIPELINE_RATE
-from .turn_policy import required_silence, uses_end_probability
+from .turn_features import Prosody, prosody, speaking_rate, text_shape
+from .turn_model import PauseEvidence, TurnModel
+from .turn_policy import turn_over, uses_end_probability
 from .wer import normalize
 
 FRAME = 0.02
@@ -51,6 +53,13 @@ class Pause:
     decode_latency: float
     completeness_score: float
     completeness_latency: float  # after the decode
+    prosody: Prosody  # of the speech before the pause
+    speech_seconds: float  # from the turn's first speech to this pause
+
+    def evidence(self, opts: EndpointingOptions) -> PauseEvidence:
+        """What the learned model reads at this pause (with the text score ``opts`` uses)."""
+        return PauseEvidence(self.text_score(opts)[0], self.audio_score, text_shape(self.text),
+                             self.prosody, speaking_rate(self.text, self.speech_seconds))
 
     def text_score(self, opts: EndpointingOptions) -> tuple[float, float]:
         """The transcript's score the endpointer uses, and when it has it (after the report)."""
@@ -61,10 +70,12 @@ class Pause:
 
 
 def build_cases(name: str, audio: np.ndarray, words: list, reference: str | None = None,
-                tail: float = 2.5, splits: int = 3) -> list[Case]:
-    """The complete case and up to ``splits`` split cases of one clip. ``words`` are the
-    STT's timed words; ``reference``, the clip's transcript, keeps splits off the end of
-    what was said when the STT invents words after it (Whisper's "Thank you.")."""
+                tail: float = 2.5, splits: int = 3,
+                gaps: tuple[float, ...] = INSERTED_PAUSES) -> list[Case]:
+    """The complete case and up to ``splits`` split cases of one clip, with the inserted
+    pauses taken from ``gaps`` in turn. ``words`` are the STT's timed words; ``reference``,
+    the clip's transcript, keeps splits off the end of what was said when the STT invents
+    words after it (Whisper's "Thank you.")."""
     silence = np.zeros(int(tail * PIPELINE_RATE), np.float32)
     cases = [Case(name, np.concatenate([audio, silence]), "complete")]
     said = len(normalize(reference)) if reference else len(words)
@@ -75,7 +86,7 @@ def build_cases(name: str, audio: np.ndarray, words: list, reference: str | None
     picks = np.linspace(0, len(inner) - 1, splits + 2)[1:-1].round().astype(int)
     for n, i in enumerate(sorted(set(picks))):
         cut = int((inner[i][0] + inner[i][1]) / 2 * PIPELINE_RATE)
-        gap = INSERTED_PAUSES[n % len(INSERTED_PAUSES)]
+        gap = gaps[n % len(gaps)]
         pad = np.zeros(int(gap * PIPELINE_RATE), np.float32)
         at = cut / PIPELINE_RATE
         cases.append(Case(f"{name}@{at:.2f}+{gap}", np.concatenate(
@@ -116,7 +127,8 @@ def vad_segments(vad, audio: np.ndarray,
 
 def measure_pauses(case: Case, vad, stt, turn_detector, completeness,
                    opts: EndpointingOptions) -> list[Pause]:
-    """Every pause of ``case``, scored by the real models, with their latencies."""
+    """Every pause of ``case``, scored by the real models, with their latencies
+    (``completeness`` may be None: its score is then 0)."""
     segments = vad_segments(vad, case.audio, opts)
     pauses = []
     first_start = segments[0][0] if segments else 0.0
@@ -134,22 +146,26 @@ def measure_pauses(case: Case, vad, stt, turn_detector, completeness,
                              final=True)
         decode_latency = time.perf_counter() - t
         t = time.perf_counter()
-        completeness_score = completeness.probability(decoded.text) if decoded.text else 0.0
+        completeness_score = (completeness.probability(decoded.text)
+                              if decoded.text and completeness is not None else 0.0)
         completeness_latency = time.perf_counter() - t
         pauses.append(Pause(end, reported, resumed, audio_score, audio_latency, decoded.text,
                             decoded.end_probability, decode_latency, completeness_score,
-                            completeness_latency))
+                            completeness_latency, prosody(case.audio[:upto], end),
+                            end - first_start))
     return pauses
 
 
-def decision(pause: Pause, opts: EndpointingOptions) -> float | None:
+def decision(pause: Pause, opts: EndpointingOptions,
+             model: TurnModel | None = None) -> float | None:
     """When the policy ends the turn in this pause (None: speech resumed first)."""
     t = pause.reported
     text_score, text_latency = pause.text_score(opts)
+    evidence = pause.evidence(opts) if model is not None else None
     while t < pause.resumed:
         audio = pause.audio_score if t >= pause.reported + pause.audio_latency else None
         text = text_score if t >= pause.reported + text_latency else None
-        if t - pause.speech_end >= required_silence(opts, audio, text):
+        if turn_over(opts, t - pause.speech_end, audio, text, evidence, model):
             return t
         t += FRAME
         if t - pause.speech_end > 60:
@@ -169,16 +185,21 @@ class Outcome:
         return float(np.median(self.delays)) if self.delays else None
 
     @property
+    def p90_delay(self) -> float | None:
+        return float(np.percentile(self.delays, 90)) if self.delays else None
+
+    @property
     def cutoff_rate(self) -> float:
         return self.cutoffs / self.splits if self.splits else 0.0
 
 
-def evaluate(measured: list[tuple[Case, list[Pause]]], opts: EndpointingOptions) -> Outcome:
+def evaluate(measured: list[tuple[Case, list[Pause]]], opts: EndpointingOptions,
+             model: TurnModel | None = None) -> Outcome:
     delays, cutoffs, splits, missed = [], 0, 0, 0
     for case, pauses in measured:
         if case.kind == "complete":
             last = pauses[-1] if pauses else None
-            decided = decision(last, opts) if last else None
+            decided = decision(last, opts, model) if last else None
             if decided is None:
                 missed += 1
             else:
@@ -187,7 +208,7 @@ def evaluate(measured: list[tuple[Case, list[Pause]]], opts: EndpointingOptions)
             splits += 1
             assert case.gap is not None
             inside = [p for p in pauses if case.gap[0] - 0.3 <= p.speech_end <= case.gap[1]]
-            cutoffs += any(decision(p, opts) is not None for p in inside)
+            cutoffs += any(decision(p, opts, model) is not None for p in inside)
     return Outcome(delays, cutoffs, splits, missed)
 
 
@@ -230,3 +251,36 @@ def silent_from(audio: np.ndarray, start: float, hold: float = 1.0,
         if max(rms[k:k + span]) < threshold:
             return (first + k) * FRAME
     return None
+
+
+@dataclass
+class CurvePoint:
+    setting: float  # the swept parameter (a threshold, a silence)
+    median_delay: float | None
+    p90_delay: float | None
+    cutoff_rate: float
+
+
+def curve(measured: list[tuple[Case, list[Pause]]], settings: list[tuple[float, EndpointingOptions]],
+          model: TurnModel | None = None) -> list[CurvePoint]:
+    """Delay against false cut-offs of one policy over a sweep of its parameter."""
+    points = []
+    for value, opts in settings:
+        out = evaluate(measured, opts, model)
+        points.append(CurvePoint(value, out.median_delay, out.p90_delay, out.cutoff_rate))
+    return points
+
+
+def cutoffs_within(points: list[CurvePoint], budget: float) -> float | None:
+    """In the style of LiveKit's eot-bench: the fewest false cut-offs of any setting whose
+    median delay is within ``budget`` seconds (None: no setting is that quick)."""
+    rates = [p.cutoff_rate for p in points
+             if p.median_delay is not None and p.median_delay <= budget + 1e-9]
+    return min(rates) if rates else None
+
+
+def delay_within(points: list[CurvePoint], rate: float) -> float | None:
+    """The shortest median delay of any setting with at most ``rate`` false cut-offs."""
+    delays = [p.median_delay for p in points
+              if p.median_delay is not None and p.cutoff_rate <= rate + 1e-9]
+    return min(delays) if delays else None

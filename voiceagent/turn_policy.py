@@ -1,4 +1,4 @@
-"""The hybrid end-of-turn policy: how much silence to wait for, given what the models say.
+"""The end-of-turn policies: given what the models say, is the pause long enough?
 
 Pure functions, shared by the endpointer node and the turn-taking benchmark, so what is
 measured is what runs.
@@ -6,7 +6,10 @@ measured is what runs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .agent import EndpointingOptions
+from .turn_model import PauseEvidence, TurnModel
 
 
 def combined_score(opts: EndpointingOptions, audio: float | None,
@@ -40,3 +43,20 @@ def required_silence(opts: EndpointingOptions, audio: float | None = None,
         return opts.incomplete_silence
     share = (score - opts.incomplete_score) / (opts.complete_score - opts.incomplete_score)
     return opts.incomplete_silence + share * (opts.complete_silence - opts.incomplete_silence)
+
+
+def turn_over(opts: EndpointingOptions, silence: float, audio: float | None,
+              text: float | None, evidence: PauseEvidence | None = None,
+              model: TurnModel | None = None) -> bool:
+    """Whether ``silence`` seconds into a pause end the turn, given the scores known so far.
+    In ``model`` mode the learned model decides once both scores are in (``evidence`` holds
+    the rest of what it reads), and ``incomplete_silence`` ends any pause."""
+    if opts.mode != "model":
+        return silence >= required_silence(opts, audio, text)
+    if silence >= opts.incomplete_silence:
+        return True
+    if audio is None or text is None or evidence is None or model is None:
+        return False
+    threshold = model.threshold if opts.model_threshold is None else opts.model_threshold
+    known = replace(evidence, end_probability=text, audio_score=audio)
+    return model.probability(known, silence) >= threshold

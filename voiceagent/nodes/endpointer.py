@@ -43,7 +43,9 @@ from ..frames import (
 )
 from ..graph import Node
 from ..runtime import SessionRuntime
-from ..turn_policy import required_silence, uses_end_probability
+from ..turn_features import Prosody, prosody, speaking_rate, text_shape
+from ..turn_model import PauseEvidence, TurnModel
+from ..turn_policy import required_silence, turn_over, uses_end_probability
 from ..wer import normalize
 
 AUDIO_CONTEXT = 8.0  # seconds of speech the audio model hears
@@ -55,6 +57,7 @@ class _Pause:
 
     audio: float | None = None
     text: float | None = None
+    prosody: Prosody | None = None  # of the speech before the pause (model mode)
 
 
 @dataclass
@@ -71,15 +74,19 @@ class EndpointerNode(Node):
         super().__init__("endpointer")
         self._opts = options.endpointing
         self._barge_opts = options.barge_in
-        self._hybrid = self._opts.mode == "hybrid"
+        self._hybrid = self._opts.mode in ("hybrid", "model")  # the models score each pause
         if self._hybrid and (turn_detector is None or completeness is None):
-            raise ValueError("hybrid endpointing needs a turn detector and a completeness scorer")
+            raise ValueError(f"{self._opts.mode} endpointing needs a turn detector and a "
+                             "completeness scorer")
+        self._model = (TurnModel.load(self._opts.model_path) if self._opts.mode == "model"
+                       else None)
         self._detector = turn_detector
         self._completeness = completeness
         self._backchannels = [normalize(b) for b in self._barge_opts.backchannels]
         self._rt = runtime
         self._audio: deque[np.ndarray] = deque()
         self._audio_len = 0
+        self._audio_end = 0.0
         self._turn_id: int | None = None  # the open turn
         self._turn_start = 0.0
         self._speaking = False
@@ -95,7 +102,7 @@ class EndpointerNode(Node):
 
     async def process(self, frame: DataFrame) -> None:
         if isinstance(frame, AudioFrame):
-            self._remember(frame.samples)
+            self._remember(frame.samples, frame.ts + frame.duration)
             await self._tick(frame.ts + frame.duration)
         elif isinstance(frame, SpeechStarted):
             await self._speech_started(frame.ts)
@@ -103,7 +110,7 @@ class EndpointerNode(Node):
             self._speaking = False
             self._speech_end = frame.ts
             if self._hybrid:
-                self._score(self._score_audio(self._recent_audio()))
+                self._score(self._score_audio(self._recent_audio(), self._audio_end - frame.ts))
         elif isinstance(frame, TextInputFrame):
             await self._user_turn(self._rt.new_turn_id(), frame.text, frame.ts, frame.ts,
                                   _Pause(), "text")
@@ -148,13 +155,23 @@ class EndpointerNode(Node):
         if now - self._turn_start >= self._opts.max_turn:
             await self._end_turn(now, self._speech_end if not self._speaking else now, "max_turn")
         elif (not self._speaking and self._speech_end is not None
-              and now - self._speech_end >= self.required_silence()):
+              and self._turn_over(now - self._speech_end)):
             await self._end_turn(now, self._speech_end, "silence")
 
     # -- the end-of-turn decision -----------------------------------------------------------
 
     def required_silence(self) -> float:
         return required_silence(self._opts, self._pause.audio, self._pause.text)
+
+    def _turn_over(self, silence: float) -> bool:
+        pause, evidence = self._pause, None
+        if self._model is not None and pause.prosody is not None and pause.text is not None:
+            assert self._speech_end is not None
+            evidence = PauseEvidence(
+                pause.text, pause.audio if pause.audio is not None else 0.0,
+                text_shape(self._words), pause.prosody,
+                speaking_rate(self._words, self._speech_end - self._turn_start))
+        return turn_over(self._opts, silence, pause.audio, pause.text, evidence, self._model)
 
     def _score(self, coro) -> None:
         self._scoring.append(self.spawn(coro, "score"))
@@ -164,10 +181,15 @@ class EndpointerNode(Node):
             task.cancel()
         self._scoring.clear()
 
-    async def _score_audio(self, audio: np.ndarray) -> None:
+    async def _score_audio(self, audio: np.ndarray, since_speech: float) -> None:
+        """Smart Turn's score and (for the learned model) the prosody of the speech, which
+        ended ``since_speech`` seconds before the end of ``audio``."""
         assert self._detector is not None
         pause = self._pause  # a result that comes back after speech resumed lands nowhere
         pause.audio = await asyncio.to_thread(self._detector.probability, audio)
+        if self._model is not None:
+            speech_end = max(0.0, len(audio) / 16_000 - since_speech)
+            pause.prosody = await asyncio.to_thread(prosody, audio, speech_end)
 
     async def _score_text(self, text: str) -> None:
         assert self._completeness is not None
@@ -246,7 +268,8 @@ class EndpointerNode(Node):
 
     # -- audio for the turn model ------------------------------------------------------------
 
-    def _remember(self, samples: np.ndarray) -> None:
+    def _remember(self, samples: np.ndarray, end: float) -> None:
+        self._audio_end = end  # media time of the last sample held
         self._audio.append(samples)
         self._audio_len += len(samples)
         limit = int(AUDIO_CONTEXT * 16_000)

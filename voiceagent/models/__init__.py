@@ -1,0 +1,1 @@
+"""Model files shipped in the package (the learned end-of-turn model)."""
