@@ -81,9 +81,12 @@ class AgentSession:
         vad = VADNode(b["vad"], opts.endpointing, rt)  # type: ignore[arg-type]
         stt = STTNode(b["stt"], opts.endpointing, rt)  # type: ignore[arg-type]
         # The endpointer hears the VAD directly (fan-out), so a slow decode delays only the
-        # transcript, never the timing of the turn; transcripts join it from the STT (fan-in).
-        self.graph.chain(self.input, vad, stt, self._endpointer)
+        # transcript, never the timing of the turn: the STT's edge never makes the VAD wait
+        # (its audio coalesces while it lags). Transcripts join the endpointer (fan-in).
+        self.graph.connect(self.input, vad)
+        self.graph.connect(vad, stt, overflow="coalesce")
         self.graph.connect(vad, self._endpointer)
+        self.graph.connect(stt, self._endpointer)
         self.graph.chain(
             self._endpointer,
             LLMNode(b["llm"], agent, self.context, rt),  # type: ignore[arg-type]
