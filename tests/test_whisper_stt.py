@@ -238,3 +238,24 @@ def test_registry_and_options() -> None:
         WhisperSTT(model="tiny.en")
     with pytest.raises(ConfigError, match="partial_interval"):
         WhisperSTT(partial_interval=0)
+
+
+def test_short_utterances_do_not_loop(runs: dict[str, Run], clips: dict[str, Clip]) -> None:
+    """The short padded window looped on short turns ("ten of clubs" came out as "10 of clubs
+    10 of clubs 10 of clubs 10", "five five" as twelve fives); a looping decode is done again
+    in the full window."""
+    short = [name for name, clip in clips.items() if clip.seconds < 2.0]
+    assert len(short) >= 3
+    for name in short:
+        said, heard = normalize(clips[name].text), normalize(runs[name].final)
+        assert len(heard) <= len(said) + 1, (name, runs[name].final)
+
+
+def test_loop_detection() -> None:
+    from voiceagent_plugins.whisper_stt import _loops
+
+    assert _loops([838, 286, 9784] * 3 + [838])  # "10 of clubs 10 of clubs 10 of clubs 10"
+    assert _loops([20] * 12)
+    assert not _loops([20, 20, 20])  # "five five five": a phone number's triple
+    assert not _loops([5, 5, 5, 2, 1, 3, 4, 4, 5, 6])
+    assert not _loops([1, 2, 1, 2])

@@ -15,6 +15,12 @@ Whisper transcribes whole windows, not streams, so streaming is built on top of 
 * A decode pads the audio with ``_PAD_S`` of silence, not to Whisper's full 30 s window: the
   encoder's cost grows with the window, and on the shared clips the short window transcribes
   the same words 2-3x faster (with less than ~3 s of padding Whisper starts repeating itself).
+  On very short utterances the short window can still loop ("ten of clubs" read as "10 of
+  clubs 10 of clubs 10 of clubs 10"), so every decode is checked the way faster-whisper
+  checks its own: a decode that ends in a loop of tokens, whose text compresses too well or
+  whose average log probability is too low is done again in the full 30 s window, which
+  transcribes those clips right (about 3x the cost, on those decodes only; a false alarm
+  costs time, never words).
 * Each final decode also says how likely the speaker finished where the audio stops:
   Whisper's own probability that the transcript ends after the last word (". ? !" or the end
   of text). It hears the prosody as well as the words, which makes it the endpointer's best
@@ -28,6 +34,7 @@ decode from worker threads without a lock. Calls on one stream must not overlap.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,9 @@ _TOKENS_PER_S = 8    # generation cap: speech rarely makes 5 tokens/s, a repetit
 _SENTENCE_ENDS = (".", "?", "!")
 # faster-whisper's defaults for dropping a window that holds no speech
 _NO_SPEECH_PROB, _LOW_LOGPROB = 0.6, -1.0
+# faster-whisper's check for a decode gone wrong (it retries at a higher temperature; we retry
+# in the full window, deterministically)
+_MAX_COMPRESSION = 2.4
 _PUNCTUATION = ".,?!;:…\"'-"
 
 
@@ -126,7 +136,17 @@ class WhisperSTT:
         probability that what was said ends where it stops. Blocking; call from a worker thread."""
         if len(audio) > _WINDOW_S * SAMPLE_RATE:
             raise ValueError(f"whisper decodes at most {_WINDOW_S:.0f} s at once")
-        window = np.concatenate([audio, np.zeros(int(_PAD_S * SAMPLE_RATE), np.float32)])
+        transcript, suspect = self._decode_window(audio, _PAD_S, final)
+        full = 30.0 - len(audio) / SAMPLE_RATE
+        if suspect and full > _PAD_S:
+            transcript, _ = self._decode_window(audio, full, final)
+        return transcript
+
+    def _decode_window(self, audio: np.ndarray, pad: float,
+                       final: bool) -> tuple[Transcript, bool]:
+        """One decode of ``audio`` followed by ``pad`` seconds of silence, and whether it
+        looks gone wrong (see the module's docstring)."""
+        window = np.concatenate([audio, np.zeros(int(pad * SAMPLE_RATE), np.float32)])
         extractor = self.model.feature_extractor
         features = extractor(window)[:, :extractor.nb_max_frames]  # 30 s: one frame too many
         language = self.language
@@ -146,13 +166,15 @@ class WhisperSTT:
         tokens = result.sequences_ids[0]
         average_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > _NO_SPEECH_PROB and average_logprob < _LOW_LOGPROB:
-            return Transcript("")
+            return Transcript(""), False
         text = tokenizer.decode(tokens).strip()
+        suspect = (_loops(tokens) or average_logprob < _LOW_LOGPROB
+                   or _compression_ratio(text) > _MAX_COMPRESSION)
         if not final:  # a partial, while the user speaks: nothing ends yet
-            return Transcript(text)
+            return Transcript(text), suspect
         steps = result.logits[0] if scored else None
-        return Transcript(text, end_probability=self._end_probability(encoded, prompt, vocab,
-                                                                   tokens, steps))
+        return Transcript(text, end_probability=self._end_probability(
+            encoded, prompt, vocab, tokens, steps)), suspect
 
     def _end_probability(self, encoded: Any, prompt: list[int], vocab: _Tokens,
                       tokens: list[int], steps: list | None) -> float | None:
@@ -200,6 +222,24 @@ class WhisperSTT:
             max_new_tokens=int(10 + _TOKENS_PER_S * len(audio) / SAMPLE_RATE))
         return [_Word(w.word.strip(), w.start, w.end)  # the generator decodes as it is read
                 for s in segments for w in s.words or () if w.word.strip()]
+
+
+def _loops(tokens: list[int], repeats: int = 3, span: int = 6) -> bool:
+    """Whether ``tokens`` end in ``repeats`` or more copies of one pattern covering at least
+    ``span`` tokens ("10 of clubs 10 of clubs 10 of clubs 10"; "five five five" is not)."""
+    for period in range(1, len(tokens) // repeats + 1):
+        run = 0  # trailing tokens equal to the token one period before
+        while run < len(tokens) - period and tokens[-1 - run] == tokens[-1 - run - period]:
+            run += 1
+        if run + period >= max(span, repeats * period):
+            return True
+    return False
+
+
+def _compression_ratio(text: str) -> float:
+    """How well ``text`` compresses: a repetition loop compresses far better than speech."""
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def _keys(words: list[str]) -> list[str]:
