@@ -30,6 +30,7 @@ from .nodes.llm import LLMNode
 from .nodes.speech import ChunkerNode, TTSNode
 from .nodes.stt import STTNode
 from .nodes.vad import VADNode
+from .race import race
 from .runtime import SessionRuntime
 from .transports.base import AudioSinkNode
 
@@ -161,16 +162,7 @@ class AgentSession:
     async def wait(self, timeout: float | None = None) -> bool:
         """Until the input ends and the graph drains, a fatal error, or the agent hung up
         (a tool's ``end_call``) and its last reply has played out. False on time-out."""
-        drained = asyncio.ensure_future(self.graph.wait())
-        hung_up = asyncio.ensure_future(self._hung_up())
-        try:
-            done, _ = await asyncio.wait({drained, hung_up}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (drained, hung_up):
-                waiter.cancel()
-            await asyncio.gather(drained, hung_up, return_exceptions=True)
-        return bool(done)
+        return await race(self.graph.wait(), self._hung_up(), timeout=timeout) is not None
 
     async def _hung_up(self) -> None:
         rt = self.runtime

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..agent import Agent
 from ..events import CallEvent, Event
+from ..race import race
 from ..session import AgentSession
 from .media import CallAudioOutput
 from .rtp import RtpAudioInput, RtpEndpoint
@@ -114,23 +115,22 @@ class SipCall:
 
     async def serve(self, send: Send, request: Request) -> None:
         """The call, from the 200 OK to the end; cleans up even when cancelled."""
-        tasks: list[asyncio.Future] = []
         try:
             await self.start()
-            tasks += [asyncio.ensure_future(self._resend_answer_until_acked(send)),
-                      asyncio.ensure_future(self.session.wait()),
-                      asyncio.ensure_future(self._done.wait())]
-            await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+            await race(self.session.wait(), self._signalled_end(send))
             self.reason = self.reason or self.session.end_reason
         finally:  # also when the bridge closes and cancels the call: the caller gets a BYE
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             self.reason = self.reason or "the bridge closed"
             await self.session.stop(reason=self.reason)
             self.endpoint.close()
             if not self.caller_hung_up:
                 await self._send_bye(request)
+
+    async def _signalled_end(self, send: Send) -> None:
+        """Until the call ends for a SIP reason (a BYE, no ACK), resending the answer until
+        it is acknowledged."""
+        await self._resend_answer_until_acked(send)
+        await self._done.wait()
 
     async def _resend_answer_until_acked(self, send: Send) -> None:
         """RFC 3261 13.3.1.4: the 200 OK is resent (T1, doubling to T2) until the ACK;

@@ -20,6 +20,7 @@ from ..frames import (
     SystemFrame,
 )
 from ..graph import Node
+from ..pacer import Pacer
 from ..playout import PlayoutBuffer
 from ..runtime import SessionRuntime
 
@@ -189,12 +190,10 @@ class AudioSinkNode(Node):
         return samples
 
     async def _pace(self) -> None:
-        clock = self.runtime.clock
-        t = 0.0
+        pacer = Pacer(self.runtime.clock, FRAME_SECONDS, RESYNC_SECONDS)
         while True:
-            await clock.sleep_until(t)
+            t = await pacer.tick()
             await self.write(await self.next_frame(t), t)
-            t += FRAME_SECONDS
 
     async def on_system(self, frame: SystemFrame) -> None:
         if isinstance(frame, PlayoutPauseFrame):
