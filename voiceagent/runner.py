@@ -23,6 +23,7 @@ from .events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
+from .loader import apply_backend_overrides, load_agent
 from .session import AgentSession, resolve_backends
 from .transports.file import FileAudioInput, FileAudioOutput
 
@@ -97,8 +98,6 @@ def console_printer(event: Event) -> None:
 
 
 async def run_file(args: argparse.Namespace) -> int:
-    from .cli import apply_backend_overrides, load_agent
-
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     samples = load_audio(args.input)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..events import JsonlEventWriter
+from ..loader import apply_backend_overrides, load_agent
 from ..session import resolve_backends
 from .app import ServerConfig, create_app
 
@@ -12,7 +13,6 @@ from .app import ServerConfig, create_app
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..cli import apply_backend_overrides, load_agent
     from ..transports.ice import parse_ice_server
 
     agent = load_agent(args.agent)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from ..events import Event, JsonlEventWriter
+from ..loader import apply_backend_overrides, load_agent
 from ..session import resolve_backends
 from .sip_register import RegistrationOptions
 from .sip_server import SipOptions, SipServer
@@ -32,8 +33,6 @@ def sip_options(args: argparse.Namespace) -> SipOptions:
 
 
 async def serve_sip(args: argparse.Namespace) -> int:
-    from ..cli import apply_backend_overrides, load_agent
-
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     options = sip_options(args)
