@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import registry
 from .agent import Agent
 from .backends import ChatMessage
 from .audio import load_audio
@@ -115,6 +116,7 @@ async def run_file(args: argparse.Namespace) -> int:
     finally:
         if writer:
             writer.close()
+        await registry.aclose(backends.values())
     if args.output:
         from .audio import write_wav
 

@@ -16,9 +16,12 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
 from voiceagent.deps import packaged_file, require
 from voiceagent.errors import BackendError, BackendUnavailable
+from voiceagent.registry import BackendOptions, validate_options
 from voiceagent.threads import ModelLock, iterate_in_thread
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,13 +50,29 @@ def load_llama(model: str | Path | None = None, **options: Any) -> Any:
     return llm
 
 
+class LlamaCppOptions(BackendOptions):
+    #: a GGUF file instead of the bundled SmolLM2
+    model: Path | None = None
+    #: the context, in tokens: instructions, history and the reply
+    n_ctx: int = Field(2048, ge=64)
+    #: threads for prompts and generation (default 1: see load_llama)
+    threads: int | None = Field(None, ge=1)
+    temperature: float = Field(0.3, ge=0.0)
+    #: the longest reply, in tokens
+    max_tokens: int = Field(160, ge=1)
+    #: llama-cpp-python's chat format (default: the model's own template)
+    chat_format: str | None = None
+    seed: int = 0
+
+
 class LlamaCppLLM:
-    def __init__(self, model: str | None = None, n_ctx: int = 2048, threads: int | None = None,
-                 temperature: float = 0.3, max_tokens: int = 160, chat_format: str | None = None,
-                 seed: int = 0) -> None:
-        self.temperature, self.max_tokens = temperature, max_tokens
-        self.llm = load_llama(model, n_ctx=n_ctx, n_threads=threads, chat_format=chat_format,
-                              seed=seed)
+    Options = LlamaCppOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(LlamaCppOptions, options, "llamacpp LLM")
+        self.temperature, self.max_tokens = opts.temperature, opts.max_tokens
+        self.llm = load_llama(opts.model, n_ctx=opts.n_ctx, n_threads=opts.threads,
+                              chat_format=opts.chat_format, seed=opts.seed)
         self._lock = ModelLock()
 
     def _generate(self, messages: list[dict[str, Any]],

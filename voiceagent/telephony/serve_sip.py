@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import Callable
 
+from .. import registry
 from ..errors import ConfigError
 from ..events import Event, JsonlEventWriter
 from ..loader import apply_backend_overrides, load_agent
@@ -57,6 +58,7 @@ async def serve_sip(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
+        await registry.aclose(backends.values())
         if writer:
             writer.close()
     return 0
