@@ -79,10 +79,10 @@ class Inbox:
                 self._data[-1] = merged
             self._cond.notify_all()
 
-    async def get(self) -> Frame:
+    async def get(self) -> SystemFrame | DataFrame:
         async with self._cond:
             await self._cond.wait_for(lambda: bool(self._system or self._data))
-            frame: Frame = self._system.popleft() if self._system else self._data.popleft()
+            frame = self._system.popleft() if self._system else self._data.popleft()
             self._cond.notify_all()
             return frame
 

@@ -67,7 +67,7 @@ class Dialog:
         return msg
 
 
-Send = Callable[[SipMessage, tuple[str, int]], None]
+Send = Callable[[SipMessage, tuple[str, int]], object]
 Request = Callable[[SipMessage, tuple[str, int]], Awaitable[SipMessage]]
 
 

@@ -53,6 +53,7 @@ class WebRTCAudioInput(LiveAudioInput):
             self.end_reason = f"no audio from the browser for {self.timeout:g} s"
             log.info("%s: %s; ending", self.runtime.session_id, self.end_reason)
             return None
+        assert isinstance(frame, av.AudioFrame)  # what an audio track carries
         return _frame_to_mono(frame), frame.sample_rate
 
 
