@@ -68,11 +68,11 @@ class Inbox:
 
     async def offer(self, frame: DataFrame,
                     merge: Callable[[DataFrame, DataFrame], DataFrame | None]) -> None:
-        """Queue ``frame`` without waiting for room: when the inbox is full it is merged
-        into the last queued frame (``merge`` returns None where it cannot be, and the frame
-        is queued beyond the bound: what cannot be merged is never lost)."""
+        """Queue ``frame`` without waiting for room: it is merged into the last queued frame
+        where ``merge`` can (it returns None where not; the frame is then queued, beyond the
+        bound if need be: what cannot be merged is never lost)."""
         async with self._cond:
-            merged = merge(self._data[-1], frame) if len(self._data) >= self.maxsize else None
+            merged = merge(self._data[-1], frame) if self._data else None
             if merged is None:
                 self._data.append(frame)
             else:
@@ -102,10 +102,10 @@ class Inbox:
 
 
 #: What an edge does when its destination's inbox is full. ``wait``: the sender waits for
-#: room (back-pressure). ``coalesce``: the sender never waits; audio is merged into the last
-#: queued audio frame, so a lagging stage catches up in larger pieces and holds the others
-#: up not at all (at most ``MAX_COALESCED`` seconds are kept; older audio is dropped and the
-#: gap reported).
+#: room (back-pressure). ``coalesce``: the sender never waits; audio that finds audio queued
+#: is merged into it, so a stage that lags takes all its backlog in one piece next time,
+#: catches up, and holds the others up not at all (at most ``MAX_COALESCED`` seconds are
+#: kept; older audio is dropped and the gap reported).
 Overflow = Literal["wait", "coalesce"]
 
 #: The longest merged audio frame a coalescing edge keeps, in seconds.
