@@ -125,3 +125,25 @@ def test_the_server_closes_its_backends_at_shutdown(tmp_path):
         assert client.get("/health").status_code == 200
         assert not closed.exists()
     assert closed.read_text() == "closed"
+
+
+async def test_sip_closes_the_backends_when_it_is_stopped(tmp_path):
+    import asyncio
+    import os
+    import signal
+
+    from voiceagent.cli import build_parser
+    from voiceagent.telephony.serve_sip import serve_sip
+
+    agent = tmp_path / "agent.py"
+    agent.write_text(textwrap.dedent(FAKE_AGENT))
+    args = build_parser().parse_args(["sip", str(agent), "--port", "0"])
+    default = signal.getsignal(signal.SIGTERM)
+    bridge = asyncio.create_task(serve_sip(args))
+    for _ in range(500):  # until it listens for the signal that stops it
+        if signal.getsignal(signal.SIGTERM) is not default or bridge.done():
+            break
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(bridge, 10) == 0
+    assert (tmp_path / "agent.closed").read_text() == "closed"
