@@ -131,7 +131,7 @@ async def test_interruption_cancels_work_in_flight_and_drops_queued_replies():
     graph.chain(src, slow)
     await graph.start()
     for i in range(3):
-        await src.emit(LLMTextFrame(text=f"reply{i}", turn_id=1))
+        await src.emit(LLMTextFrame(text=f"reply{i}", reply_id=1))
     await asyncio.wait_for(slow.started.wait(), 1)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -142,7 +142,7 @@ async def test_interruption_cancels_work_in_flight_and_drops_queued_replies():
     assert loop.time() - t0 < 1
     # A reply made after the interruption is processed normally.
     slow.started.clear()
-    await src.emit(LLMTextFrame(text="after", turn_id=2))
+    await src.emit(LLMTextFrame(text="after", reply_id=2))
     await asyncio.wait_for(slow.started.wait(), 1)
     await graph.stop(graceful=False)
     assert not graph_tasks(graph)

@@ -77,7 +77,7 @@ async def test_only_the_transcript_decoded_at_the_pause_is_judged(signal: str):
     try:
         await node.process(SpeechStarted(ts=0.0))
         await node.process(SpeechStopped(ts=1.0))
-        turn = runtime.user_turn
+        turn = node._turn_id
         # a partial decoded while the user spoke, delivered after the pause: not judged
         await node.process(TranscriptFrame(text="I want to book", final=False, turn_id=turn))
         await asyncio.sleep(0.05)
@@ -264,7 +264,7 @@ async def test_an_interrupted_generation_never_runs_its_tool_calls_later(speech,
     await session.start()
     try:
         for _ in range(400):
-            if session.runtime.agent_state == "thinking":
+            if session.replies.agent_state == "thinking":
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # the tool is running now

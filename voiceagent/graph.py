@@ -20,7 +20,6 @@ from typing import Any, Literal
 import numpy as np
 
 from .frames import (
-    AgentAudioFrame,
     AudioFrame,
     CancelFrame,
     DataFrame,
@@ -28,19 +27,12 @@ from .frames import (
     ErrorFrame,
     Frame,
     InterruptionFrame,
-    LLMTextFrame,
-    ReplyEnd,
+    ReplyFrame,
     StartFrame,
     SystemFrame,
-    TextChunkFrame,
-    UserTurnFrame,
 )
 
 log = logging.getLogger(__name__)
-
-#: Frames that belong to an agent reply: dropped from inboxes on interruption, and a node
-#: busy with one of them is cancelled.
-REPLY_FRAMES = (UserTurnFrame, LLMTextFrame, TextChunkFrame, AgentAudioFrame, ReplyEnd)
 
 
 class Inbox:
@@ -174,9 +166,6 @@ class Node:
     async def on_stop(self) -> None:
         """Release resources; called however the node ends."""
 
-    def interruptible(self, frame: DataFrame) -> bool:
-        return isinstance(frame, REPLY_FRAMES)
-
     # -- plumbing -------------------------------------------------------------------------
 
     async def emit(self, frame: Frame) -> None:
@@ -212,11 +201,11 @@ class Node:
     async def _handle_system(self, frame: SystemFrame, busy: asyncio.Task | None,
                              busy_frame: DataFrame | None) -> None:
         if isinstance(frame, InterruptionFrame):
-            # Only what was made before the interruption goes: a reply to a turn that
-            # arrives right behind it must survive.
+            # The frames of the replies it reaches go, and the work on them; only what was
+            # made before the interruption: a reply to a turn right behind it must survive.
             def stale(f: DataFrame) -> bool:
-                return (self.interruptible(f) and f.id < frame.id
-                        and frame.affects(getattr(f, "turn_id", 0)))
+                return (isinstance(f, ReplyFrame) and f.id < frame.id
+                        and frame.affects(f.reply_id, f.interruptible))
 
             await self.inbox.drop_data(stale)
             if busy is not None and busy_frame is not None and stale(busy_frame):
@@ -300,6 +289,7 @@ class Graph:
         self._tasks: set[asyncio.Task] = set()
         self._node_tasks: dict[asyncio.Task, Node] = {}
         self._error_handlers: list[ErrorHandler] = []
+        self._observers: list[Callable[[SystemFrame], Any]] = []
         self._finished = asyncio.Event()
         self.fatal_error: ErrorFrame | None = None
         self._started = False
@@ -335,6 +325,11 @@ class Graph:
 
     def on_error(self, handler: ErrorHandler) -> None:
         self._error_handlers.append(handler)
+
+    def observe(self, handler: Callable[[SystemFrame], Any]) -> None:
+        """Call ``handler`` with every system frame broadcast, before any node has it (the
+        session's reply ledger keeps its record this way)."""
+        self._observers.append(handler)
 
     # -- running --------------------------------------------------------------------------
 
@@ -391,6 +386,11 @@ class Graph:
             if frame.fatal and self.fatal_error is None:
                 self.fatal_error = frame
                 self._finished.set()
+        for observer in self._observers:
+            try:
+                observer(frame)
+            except Exception:
+                log.exception("observer failed on %s", type(frame).__name__)
         for node in self.nodes:
             await node.inbox.put(frame)
 

@@ -213,7 +213,7 @@ class MediaStreamCall:
         assert self.stream is not None and self.session is not None
         if speaking:
             self._replying = True
-            self._reply = min(self.session.runtime.active_replies, default=self._reply)
+            self._reply = min((r.id for r in self.session.replies.active), default=self._reply)
             await self._send(self.serializer.media(self.stream.stream_id, payload))
         elif self._replying:
             self._replying = False

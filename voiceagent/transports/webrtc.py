@@ -93,8 +93,7 @@ class WebRTCAudioOutput(AudioSinkNode):
         return np.concatenate([held, fresh[:-n]])
 
     async def on_system(self, frame: SystemFrame) -> None:
-        if isinstance(frame, InterruptionFrame) and any(
-                frame.affects(t) for t in self.runtime.active_replies):
+        if isinstance(frame, InterruptionFrame) and self.activity.affected(frame):
             self._cut = True
         await super().on_system(frame)
 
