@@ -114,11 +114,11 @@ class Edge:
     dropped: float = 0.0  # seconds of audio a coalescing edge had to drop
 
     async def send(self, frame: Frame) -> None:
-        if self.overflow == "wait" or isinstance(frame, SystemFrame):
+        if self.overflow == "wait" or not isinstance(frame, DataFrame):
             await self.dst.inbox.put(frame)
             return
         before = self.dropped
-        await self.dst.inbox.offer(frame, self._coalesce)  # type: ignore[arg-type]
+        await self.dst.inbox.offer(frame, self._coalesce)
         if before == 0.0 < self.dropped:
             await self.src.report_error(
                 f"{self.dst.name} is lagging more than {MAX_COALESCED:g} s behind "
