@@ -179,6 +179,8 @@ async def test_barge_in_stops_the_agent_and_keeps_only_heard_words(speech, backe
     assert len(cut) == 1 and cut[0].text
     first_reply = [m for m in session.context.history if m.role == "assistant"][0]
     assert first_reply.content == cut[0].text  # the context holds what was heard
+    handle = session.replies.get(cut[0].turn_id)  # and so does the reply's handle
+    assert handle.state == "interrupted" and handle.heard_text == cut[0].text
     users = [m.content for m in session.context.history if m.role == "user"]
     assert len(users) == 2 and "air" in users[1].lower()  # and the barge-in was answered
 
@@ -198,6 +200,8 @@ async def test_a_backchannel_pauses_then_resumes_the_agent(speech, backends):
     assert "interrupted" not in actions
     assert actions == ["paused", "resumed"]
     assert not [e for e in of(events, AgentTextEvent) if e.interrupted]
+    first = session.replies.get(of(events, UserTurnEvent)[0].turn_id)
+    assert first.state == "done" and first.heard_text  # it went on to the end
     assert len(of(events, UserTurnEvent)) == 1  # "yeah" is not a turn
     resumed = next(e.ts for e in of(events, BargeInEvent) if e.action == "resumed")
     out = session.output.audio
@@ -219,8 +223,10 @@ async def test_protected_speech_is_not_interrupted(speech, backends):
     notice = ("Before we begin, please note that this call may be recorded for quality "
               "purposes, and that you can ask for a human agent at any time.")
 
+    said = []
+
     async def say_notice(session):
-        await session.say(notice, allow_interruptions=False)
+        said.append(await session.say(notice, allow_interruptions=False))
 
     session, script, events = await scripted(
         Agent(STORY), backends, np.zeros(int(0.2 * PIPELINE_RATE), np.float32),
@@ -229,6 +235,8 @@ async def test_protected_speech_is_not_interrupted(speech, backends):
     texts = [e for e in of(events, AgentTextEvent) if e.final]
     assert not any(e.interrupted for e in texts)
     assert of(events, UserTurnEvent)  # the user was heard and answered afterwards
+    assert not said[0].allow_interruptions
+    assert said[0].state == "done" and said[0].heard_text == notice  # heard in full
 
 
 ran: list[str] = []
