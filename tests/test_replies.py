@@ -13,6 +13,7 @@ import pytest
 
 from voiceagent import Agent, AgentOptions
 from voiceagent.agent import EndpointingOptions
+from voiceagent.backends import TimedSpeech
 from voiceagent.clock import SessionClock
 from voiceagent.frames import (
     AgentAudioFrame,
@@ -32,9 +33,10 @@ from voiceagent.frames import (
     TranscriptFrame,
     UserTurnFrame,
     UserTurnStartedFrame,
+    WordTiming,
 )
 from voiceagent.nodes.endpointer import EndpointerNode
-from voiceagent.nodes.speech import ChunkerNode
+from voiceagent.nodes.speech import ChunkerNode, TTSNode
 from voiceagent.nodes.stt import STTNode
 from voiceagent.replies import ReplyState
 from voiceagent.session import AgentSession
@@ -344,3 +346,19 @@ async def test_an_interrupted_session_is_ready_for_its_next_turn_while_another_g
     took = ready_at[0] - interrupted_at[0]
     print(f"\ninterrupted session ready for its next turn after {took * 1000:.1f} ms")
     assert took < 0.05
+
+
+async def test_word_timings_from_the_tts_travel_with_its_audio():
+    class TimedTTS:
+        sample_rate = 16_000
+
+        async def synthesize(self, text: str):
+            yield TimedSpeech(np.zeros(1600, np.float32), (WordTiming("Hi", 0.0, 0.05),))
+            yield np.zeros(1600, np.float32)
+
+    rt = make_runtime()
+    async with Harness(TTSNode(TimedTTS(), AgentOptions(), rt), runtime=rt) as h:
+        await h.send(TextChunkFrame(text="Hi there.", reply_id=1))
+    pieces = h.output(AgentAudioFrame)
+    assert [(p.words, p.chunk_end) for p in pieces] == [
+        ((WordTiming("Hi", 0.0, 0.05),), False), (None, True)]

@@ -211,7 +211,7 @@ class ReplyLedger:
             return
         was_speaking = self.agent_state == "speaking"
         self.agent_state = state
-        self.events.emit(AgentStateEvent(ts=ts, state=state))  # type: ignore[arg-type]
+        self.events.emit(AgentStateEvent(ts=ts, state=state))
         if was_speaking != (state == "speaking"):
             self.events.emit(AgentSpeakingEvent(ts=ts, speaking=not was_speaking))
 

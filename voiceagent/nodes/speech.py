@@ -26,7 +26,6 @@ from ..frames import (
     ReplyFrame,
     SystemFrame,
     TextChunkFrame,
-    WordTiming,
 )
 from ..graph import Node
 from ..runtime import SessionRuntime
@@ -105,10 +104,9 @@ class TTSNode(Node):
                    chunk_end: bool) -> None:
         now = self._rt.clock.now()
         self._rt.metrics.mark(chunk.reply_id, "tts_first_audio", now)
-        words: tuple[WordTiming, ...] | None = None
-        if isinstance(piece, TimedSpeech):
-            piece, words = piece.samples, piece.words
-        await self.emit(AgentAudioFrame(ts=now, samples=piece, sample_rate=self._tts.sample_rate,
+        samples = piece.samples if isinstance(piece, TimedSpeech) else piece
+        words = piece.words if isinstance(piece, TimedSpeech) else None
+        await self.emit(AgentAudioFrame(ts=now, samples=samples, sample_rate=self._tts.sample_rate,
                                         reply_id=chunk.reply_id,
                                         interruptible=chunk.interruptible, text=chunk.text,
                                         chunk_end=chunk_end, words=words))
