@@ -117,7 +117,9 @@ class SipCall:
         """The call, from the 200 OK to the end; cleans up even when cancelled."""
         try:
             await self.start()
-            await race(self.session.wait(), self._signalled_end(send))
+            # the session's graph owns the resending: it ends with the session
+            self.session.graph.spawn(self._resend_answer_until_acked(send), "sip-answer")
+            await race(self.session.wait(), self._done.wait())
             self.reason = self.reason or self.session.end_reason
         finally:  # also when the bridge closes and cancels the call: the caller gets a BYE
             self.reason = self.reason or "the bridge closed"
@@ -125,12 +127,6 @@ class SipCall:
             self.endpoint.close()
             if not self.caller_hung_up:
                 await self._send_bye(request)
-
-    async def _signalled_end(self, send: Send) -> None:
-        """Until the call ends for a SIP reason (a BYE, no ACK), resending the answer until
-        it is acknowledged."""
-        await self._resend_answer_until_acked(send)
-        await self._done.wait()
 
     async def _resend_answer_until_acked(self, send: Send) -> None:
         """RFC 3261 13.3.1.4: the 200 OK is resent (T1, doubling to T2) until the ACK;
