@@ -33,14 +33,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     """``--agent FILE`` (default: the basic example) and the CLI's backend overrides."""
-    from voiceagent.cli import add_backend_flags
+    from voiceagent.loader import add_backend_flags
 
     p.add_argument("--agent", default=str(REPO / "examples" / "basic_agent.py"))
     add_backend_flags(p)
 
 
 def agent_from(args: argparse.Namespace):
-    from voiceagent.cli import apply_backend_overrides, load_agent
+    from voiceagent.loader import apply_backend_overrides, load_agent
 
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)

@@ -268,4 +268,6 @@ async def test_interrupt_from_code_silences_the_agent_and_keeps_only_heard_words
         assert full[0].split()[:len(heard)] == heard and len(full[0].split()) > len(heard)
     assistant = [m.content for m in session.context.history if m.role == "assistant"]
     assert assistant == [cut_off[0].text]
+    reply = session.replies.get(cut_off[0].turn_id)
+    assert reply.state == "interrupted" and reply.heard_text == cut_off[0].text
     assert not session_tasks()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
+from voiceagent import graph as graph_module
 from voiceagent.frames import (
+    AudioFrame,
     DataFrame,
     ErrorFrame,
     Frame,
@@ -128,7 +131,7 @@ async def test_interruption_cancels_work_in_flight_and_drops_queued_replies():
     graph.chain(src, slow)
     await graph.start()
     for i in range(3):
-        await src.emit(LLMTextFrame(text=f"reply{i}", turn_id=1))
+        await src.emit(LLMTextFrame(text=f"reply{i}", reply_id=1))
     await asyncio.wait_for(slow.started.wait(), 1)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -139,7 +142,7 @@ async def test_interruption_cancels_work_in_flight_and_drops_queued_replies():
     assert loop.time() - t0 < 1
     # A reply made after the interruption is processed normally.
     slow.started.clear()
-    await src.emit(LLMTextFrame(text="after", turn_id=2))
+    await src.emit(LLMTextFrame(text="after", reply_id=2))
     await asyncio.wait_for(slow.started.wait(), 1)
     await graph.stop(graceful=False)
     assert not graph_tasks(graph)
@@ -250,3 +253,72 @@ def test_a_node_belongs_to_one_graph():
     Graph("one").add(node)
     with pytest.raises(ValueError):
         Graph("two").add(node)
+
+
+class Stuck(Node):
+    """A stage far slower than real time (a decode on a busy CPU) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("stuck", inbox_size=4)
+        self.release = asyncio.Event()
+        self.seen: list[DataFrame] = []
+
+    async def process(self, frame: DataFrame) -> None:
+        await self.release.wait()
+        self.seen.append(frame)
+
+
+def audio(i: int) -> AudioFrame:
+    return AudioFrame(ts=i * 0.02, samples=np.full(320, i, np.float32), sample_rate=16_000)
+
+
+async def test_a_lagging_branch_never_holds_up_the_other_branch_of_a_fan_out():
+    """Issue 12, defect 4: the VAD fans out to the STT and the endpointer; a full STT inbox
+    must not stall the endpointer. The lagging branch gets all its audio, in fewer frames."""
+    graph = Graph("lag")
+    src, stuck, fast = Source("src"), Stuck(), Recorder("fast")
+    graph.connect(src, stuck, overflow="coalesce")
+    graph.connect(src, fast)
+    await graph.start()
+    for i in range(50):  # a second of audio into an inbox of 4 frames
+        await asyncio.wait_for(src.emit(audio(i)), 0.5)
+    await asyncio.sleep(0.05)
+    assert [f.ts for f in fast.seen if isinstance(f, AudioFrame)] == [audio(i).ts
+                                                                      for i in range(50)]
+    stuck.release.set()
+    await graph.stop(graceful=True)
+    frames = [f for f in stuck.seen if isinstance(f, AudioFrame)]
+    assert len(frames) == 2  # the one in hand when it got stuck, then all the rest at once
+    heard = np.concatenate([f.samples for f in frames])
+    assert np.array_equal(heard, np.concatenate([audio(i).samples for i in range(50)]))
+    last = frames[-1]
+    assert last.ts + last.duration == pytest.approx(50 * 0.02)  # timestamps stay true
+    assert not graph_tasks(graph)
+
+
+async def test_a_coalescing_edge_keeps_order_with_other_data_and_bounds_what_it_holds(
+        monkeypatch):
+    monkeypatch.setattr(graph_module, "MAX_COALESCED", 0.1)
+    graph = Graph("bound")
+    errors: list[ErrorFrame] = []
+    graph.on_error(errors.append)
+    src, stuck = Source("src"), Stuck()
+    graph.connect(src, stuck, overflow="coalesce")
+    await graph.start()
+    for i in range(4):
+        await src.emit(audio(i))
+    marker = text(99)  # a frame that cannot merge: queued beyond the bound, never lost
+    await src.emit(marker)
+    for i in range(4, 30):
+        await asyncio.wait_for(src.emit(audio(i)), 0.5)
+    stuck.release.set()
+    await graph.stop(graceful=True)
+    cut = stuck.seen.index(marker)
+    before = [f.samples for f in stuck.seen[:cut] if isinstance(f, AudioFrame)]
+    assert np.array_equal(np.concatenate(before),
+                          np.concatenate([audio(i).samples for i in range(4)]))
+    tail = [f for f in stuck.seen[cut + 1:] if isinstance(f, AudioFrame)]
+    assert sum(len(f.samples) for f in tail) == round(0.1 * 16_000)  # the newest 0.1 s
+    assert tail[-1].samples[-1] == 29
+    lagging = [e for e in errors if "lagging" in e.message]
+    assert len(lagging) == 1 and not lagging[0].fatal  # reported once, the session goes on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from voiceagent.events import EventBus, MetricsEvent
+from voiceagent.frames import WordTiming
 from voiceagent.metrics import MetricsTracker
 from voiceagent.playout import PlayoutBuffer
 
@@ -17,7 +18,7 @@ def test_reads_fixed_frames_with_silence_when_idle():
     buf = PlayoutBuffer(16000)
     out, events = buf.read(320)
     assert len(out) == 320 and not out.any() and events == []
-    buf.add_audio(tone(500), turn_id=1, text="hello there", chunk_end=True)
+    buf.add_audio(tone(500), reply_id=1, text="hello there", chunk_end=True)
     buf.add_end(1)
     first, events = buf.read(320)
     assert first.all() and [e.kind for e in events] == ["started"]
@@ -46,7 +47,7 @@ def test_drop_keeps_other_turns():
     buf.drop({1})
     assert buf.queued_samples == 100
     _, events = buf.read(10)
-    assert events[0].turn_id == 2
+    assert events[0].reply_id == 2
 
 
 def test_metrics_come_from_marks_once_per_turn():
@@ -70,3 +71,45 @@ def test_metrics_come_from_marks_once_per_turn():
     m = got[0].metrics
     assert (m.end_of_turn, m.stt_final, m.llm_ttft, m.tts_ttfa, m.voice_to_voice) == (
         0.55, 0.6, 0.2, 0.1, 1.1)
+
+
+def test_heard_text_is_the_played_share_of_the_whole_chunk_not_of_its_piece():
+    """Regression: a 3 s chunk of 12 words arriving as three 1 s pieces, cut after 0.5 s,
+    was reported as 6 words heard (the piece's fraction applied to the whole chunk)."""
+    buf = PlayoutBuffer(100)
+    words = "one two three four five six seven eight nine ten eleven twelve"
+    for last in (False, False, True):
+        buf.add_audio(tone(100), 1, words, last)
+    buf.read(50)
+    assert buf.heard_text(1) == "one two"
+    buf.read(100)  # 1.5 s of 3 s
+    assert buf.heard_text(1) == "one two three four five six"
+    buf.read(150)
+    assert buf.heard_text(1) == words
+
+
+def test_word_timings_say_exactly_which_words_were_heard():
+    buf = PlayoutBuffer(100)
+    buf.add_audio(tone(100), 1, "Hello there, friend.", False,
+                  (WordTiming("Hello", 0.0, 0.3), WordTiming("there,", 0.3, 0.9)))
+    buf.add_audio(tone(100), 1, "Hello there, friend.", True, (WordTiming("friend.", 0.2, 0.8),))
+    buf.read(40)
+    assert buf.heard_text(1) == "Hello"  # by the share of samples it would be no word yet
+    buf.read(100)
+    assert buf.heard_text(1) == "Hello there,"
+    buf.read(60)
+    assert buf.heard_text(1) == "Hello there, friend."
+
+
+def test_replies_keep_their_own_chunks_when_their_audio_interleaves():
+    buf = PlayoutBuffer(100)
+    buf.add_audio(tone(100), 1, "first reply", True)
+    buf.add_audio(tone(100), 2, "a notice", True)
+    buf.add_end(2)
+    buf.add_audio(tone(100), 1, "goes on here", True)
+    buf.add_end(1)
+    _, events = buf.read(250)
+    assert [(e.kind, e.reply_id) for e in events] == [("started", 1), ("started", 2),
+                                                      ("finished", 2)]
+    assert events[-1].heard_text == "a notice"
+    assert buf.heard_text(1) == "first reply goes"

@@ -64,3 +64,78 @@ def test_a_missing_model_package_or_file_is_named():
         packaged_file("no_such_models_pkg", "model.bin", "no-such-models")
     with pytest.raises(BackendUnavailable, match="missing"):
         packaged_file("voiceagent", "no/such/file.onnx", "voiceagent")
+
+
+def _third_party(tmp_path, monkeypatch, source: str, entry: str) -> None:
+    """Install a backend module and its entry point, as a package we did not write would."""
+    (tmp_path / "acme_backend.py").write_text(textwrap.dedent(source))
+    dist = tmp_path / "acme_backend-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(entry)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "acme_backend", raising=False)
+
+
+def test_a_misspelled_option_is_one_line_naming_the_valid_ones():
+    """Issue 12, defect 5: ``--stt-option beam=5`` printed a TypeError's traceback."""
+    with pytest.raises(ConfigError) as info:
+        registry.get("stt", "whisper", beam=5)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("stt backend 'whisper': no option beam (valid options: ")
+    assert "beam_size" in message and "partial_interval" in message
+    with pytest.raises(ConfigError, match=r"'llamacpp': max_tokens=0: .*greater than"):
+        registry.get("llm", "llamacpp", max_tokens=0)
+
+
+def test_options_are_validated_by_the_backends_model_before_it_loads(tmp_path, monkeypatch):
+    _third_party(tmp_path, monkeypatch, """
+        from voiceagent.registry import BackendOptions, validate_options
+        made = []
+        class EchoOptions(BackendOptions):
+            gain: float = 1.0
+        class EchoTTS:
+            Options = EchoOptions
+            sample_rate = 8000
+            def __init__(self, **options):
+                self.options = validate_options(EchoOptions, options, "echo")
+                made.append(self)
+    """, "[voiceagent.tts]\necho = acme_backend:EchoTTS\n")
+    with pytest.raises(ConfigError, match=r"no option gian \(valid options: gain\)"):
+        registry.get("tts", "echo", gian=2)
+    with pytest.raises(ConfigError, match="gain='loud'"):
+        registry.get("tts", "echo", gain="loud")
+    import acme_backend
+    assert not acme_backend.made  # nothing was constructed
+    one = registry.get("tts", "echo", gain="0.5")
+    assert one.options.gain == 0.5
+    assert registry.get("tts", "echo", gain=0.5) is one  # the same options, validated
+
+
+def test_a_factory_without_an_options_model_is_checked_against_its_signature(
+        tmp_path, monkeypatch):
+    _third_party(tmp_path, monkeypatch, """
+        class PlainTTS:
+            sample_rate = 8000
+            def __init__(self, gain=1.0, *, voice="a"):
+                self.gain = gain
+    """, "[voiceagent.tts]\nplain = acme_backend:PlainTTS\n")
+    with pytest.raises(ConfigError, match=r"'plain': .*'gian'.*\(valid options: gain, voice\)"):
+        registry.get("tts", "plain", gian=2)
+
+
+async def test_aclose_closes_each_backend_once_and_the_registry_forgets_it(
+        tmp_path, monkeypatch):
+    _third_party(tmp_path, monkeypatch, """
+        class ClosingLLM:
+            def __init__(self):
+                self.closed = 0
+            async def aclose(self):
+                self.closed += 1
+    """, "[voiceagent.llm]\nclosing = acme_backend:ClosingLLM\n")
+    llm = registry.get("llm", "closing")
+    plain = object()  # a backend with nothing to close
+    await registry.aclose([llm, plain, llm])
+    assert llm.closed == 1
+    assert registry.get("llm", "closing") is not llm  # a later user gets a fresh one

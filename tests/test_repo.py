@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from voiceagent import Agent
-from voiceagent.cli import load_agent
+from voiceagent.loader import load_agent
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -77,7 +77,7 @@ async def test_only_the_transcript_decoded_at_the_pause_is_judged(signal: str):
     try:
         await node.process(SpeechStarted(ts=0.0))
         await node.process(SpeechStopped(ts=1.0))
-        turn = runtime.user_turn
+        turn = node._turn_id
         # a partial decoded while the user spoke, delivered after the pause: not judged
         await node.process(TranscriptFrame(text="I want to book", final=False, turn_id=turn))
         await asyncio.sleep(0.05)
@@ -179,6 +179,8 @@ async def test_barge_in_stops_the_agent_and_keeps_only_heard_words(speech, backe
     assert len(cut) == 1 and cut[0].text
     first_reply = [m for m in session.context.history if m.role == "assistant"][0]
     assert first_reply.content == cut[0].text  # the context holds what was heard
+    handle = session.replies.get(cut[0].turn_id)  # and so does the reply's handle
+    assert handle.state == "interrupted" and handle.heard_text == cut[0].text
     users = [m.content for m in session.context.history if m.role == "user"]
     assert len(users) == 2 and "air" in users[1].lower()  # and the barge-in was answered
 
@@ -198,6 +200,8 @@ async def test_a_backchannel_pauses_then_resumes_the_agent(speech, backends):
     assert "interrupted" not in actions
     assert actions == ["paused", "resumed"]
     assert not [e for e in of(events, AgentTextEvent) if e.interrupted]
+    first = session.replies.get(of(events, UserTurnEvent)[0].turn_id)
+    assert first.state == "done" and first.heard_text  # it went on to the end
     assert len(of(events, UserTurnEvent)) == 1  # "yeah" is not a turn
     resumed = next(e.ts for e in of(events, BargeInEvent) if e.action == "resumed")
     out = session.output.audio
@@ -219,8 +223,10 @@ async def test_protected_speech_is_not_interrupted(speech, backends):
     notice = ("Before we begin, please note that this call may be recorded for quality "
               "purposes, and that you can ask for a human agent at any time.")
 
+    said = []
+
     async def say_notice(session):
-        await session.say(notice, allow_interruptions=False)
+        said.append(await session.say(notice, allow_interruptions=False))
 
     session, script, events = await scripted(
         Agent(STORY), backends, np.zeros(int(0.2 * PIPELINE_RATE), np.float32),
@@ -229,6 +235,8 @@ async def test_protected_speech_is_not_interrupted(speech, backends):
     texts = [e for e in of(events, AgentTextEvent) if e.final]
     assert not any(e.interrupted for e in texts)
     assert of(events, UserTurnEvent)  # the user was heard and answered afterwards
+    assert not said[0].allow_interruptions
+    assert said[0].state == "done" and said[0].heard_text == notice  # heard in full
 
 
 ran: list[str] = []
@@ -264,7 +272,7 @@ async def test_an_interrupted_generation_never_runs_its_tool_calls_later(speech,
     await session.start()
     try:
         for _ in range(400):
-            if session.runtime.agent_state == "thinking":
+            if session.replies.agent_state == "thinking":
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # the tool is running now

@@ -149,7 +149,7 @@ async def test_the_outbound_track_is_paced_and_a_cut_reply_fades():
     fades the held-back tail instead of cutting it."""
     from voiceagent.clock import SessionClock
     from voiceagent.events import EventBus
-    from voiceagent.frames import AgentAudioFrame, InterruptionFrame
+    from voiceagent.frames import AgentAudioFrame, InterruptionFrame, ReplyStartedFrame
     from voiceagent.metrics import MetricsTracker
     from voiceagent.runtime import SessionRuntime
     from voiceagent.transports.webrtc import AgentAudioTrack
@@ -158,9 +158,9 @@ async def test_the_outbound_track_is_paced_and_a_cut_reply_fades():
     rt = SessionRuntime("t", SessionClock(), bus, MetricsTracker(bus))
     out = WebRTCAudioOutput(rt)
     track = AgentAudioTrack(out, rt.clock)
-    rt.active_replies.add(1)
+    await out.on_system(ReplyStartedFrame(reply_id=1))
     tone = (0.5 * np.sin(np.arange(48_000) * 2 * np.pi * 440 / 48_000)).astype(np.float32)
-    await out.process(AgentAudioFrame(samples=tone, sample_rate=48_000, turn_id=1, text="hi",
+    await out.process(AgentAudioFrame(samples=tone, sample_rate=48_000, reply_id=1, text="hi",
                                       chunk_end=True))
     start = rt.clock.now()
     frames = [await track.recv() for _ in range(10)]

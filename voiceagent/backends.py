@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from .frames import WordTiming
+
 
 @runtime_checkable
 class VADStream(Protocol):
@@ -132,10 +134,20 @@ class LLM(Protocol):
         ...
 
 
+@dataclass
+class TimedSpeech:
+    """Synthesised audio with the timings of its words (seconds from the start of
+    ``samples``), from a TTS that knows them: what a cut-off listener heard is then exact."""
+
+    samples: np.ndarray
+    words: tuple[WordTiming, ...]
+
+
 @runtime_checkable
 class TTS(Protocol):
     sample_rate: int
 
-    def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
-        """Stream mono float32 audio at ``sample_rate`` for ``text``. Closing early stops."""
+    def synthesize(self, text: str) -> AsyncIterator[np.ndarray | TimedSpeech]:
+        """Stream mono float32 audio at ``sample_rate`` for ``text`` (with word timings
+        where the TTS has them). Closing early stops."""
         ...

@@ -51,7 +51,8 @@ _NEVER_ENDS_SENTENCE = frozenset(
 
 
 class SentenceChunker:
-    """Cuts streamed LLM text into chunks for TTS; one instance is reused reply after reply."""
+    """Cuts streamed LLM text into chunks for TTS; one instance per reply (never shared: two
+    replies in one buffer would mix their words)."""
 
     def __init__(self, *, first_clause_chars: int = 24, max_chars: int = 240) -> None:
         if max_chars < 1:

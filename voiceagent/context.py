@@ -21,6 +21,12 @@ class ChatContext:
     def remove(self, message: ChatMessage) -> None:
         self.history = [m for m in self.history if m is not message]
 
+    def cut_to_heard(self, message: ChatMessage, heard_text: str) -> None:
+        """An interrupted reply keeps only the words the user heard (none: it goes)."""
+        message.content = heard_text
+        if not heard_text:
+            self.remove(message)
+
     def _trim(self) -> None:
         # Drop whole exchanges from the front; never start on a tool result or an
         # assistant tool call whose result would be left orphaned.

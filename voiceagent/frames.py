@@ -34,6 +34,18 @@ class SystemFrame(Frame):
     """Control that overtakes queued data frames."""
 
 
+@dataclass(kw_only=True)
+class ReplyFrame(DataFrame):
+    """A data frame that belongs to one agent reply. An interruption that reaches the reply
+    drops such frames from every inbox and cancels the work on them, so the graph needs to
+    know no frame type by name."""
+
+    reply_id: int
+    #: False for speech said with ``allow_interruptions=False``: user speech spares it, only
+    #: an interruption from code (``force``) reaches it
+    interruptible: bool = True
+
+
 # --- data frames -------------------------------------------------------------------------
 
 
@@ -75,8 +87,9 @@ class TranscriptFrame(DataFrame):
 
 
 @dataclass(kw_only=True)
-class UserTurnFrame(DataFrame):
-    """The endpointer's decision: the user finished a turn with this text."""
+class UserTurnFrame(ReplyFrame):
+    """The endpointer's decision: the user finished a turn with this text; ``reply_id`` is
+    the reply that answers it."""
 
     text: str
     turn_id: int
@@ -91,38 +104,45 @@ class TextInputFrame(DataFrame):
 
 
 @dataclass(kw_only=True)
-class LLMTextFrame(DataFrame):
+class LLMTextFrame(ReplyFrame):
     """A token (or a few) of the agent's reply."""
 
     text: str
-    turn_id: int
 
 
 @dataclass(kw_only=True)
-class TextChunkFrame(DataFrame):
+class TextChunkFrame(ReplyFrame):
     """A sentence or clause ready to be spoken."""
 
     text: str
-    turn_id: int
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """When a word is spoken, in seconds from the start of the audio it comes with."""
+
+    word: str
+    start: float
+    end: float
 
 
 @dataclass(kw_only=True)
-class AgentAudioFrame(DataFrame):
+class AgentAudioFrame(ReplyFrame):
     """Synthesised speech for ``text`` (the chunk it belongs to), at the TTS's native rate.
-    ``chunk_end`` marks the last piece of that chunk."""
+    ``chunk_end`` marks the last piece of that chunk. ``words``: when the TTS knows them,
+    the timings of the chunk's words in this piece (what was heard is then exact)."""
 
     samples: np.ndarray
     sample_rate: int
-    turn_id: int
     text: str = ""
     chunk_end: bool = True
+    words: tuple[WordTiming, ...] | None = None
 
 
 @dataclass(kw_only=True)
-class ReplyEnd(DataFrame):
+class ReplyEnd(ReplyFrame):
     """The end of everything a stage produces for one reply; flows in order behind it."""
 
-    turn_id: int
     text: str = ""
 
 
@@ -149,14 +169,14 @@ class InterruptionFrame(SystemFrame):
     """Stop the agent now: drop queued reply frames, cancel generation and synthesis."""
 
     reason: str = "interrupted"
-    #: replies to this turn and later ones are not affected (None: interrupt every reply)
-    before_turn: int | None = None
-    #: replies said with allow_interruptions=False, spared by this interruption
-    protected: frozenset[int] = frozenset()
+    #: the replies to stop (None: every reply)
+    replies: frozenset[int] | None = None
+    #: stop protected replies too (an interruption from code, not from user speech)
+    force: bool = False
 
-    def affects(self, turn_id: int) -> bool:
-        return ((self.before_turn is None or turn_id < self.before_turn)
-                and turn_id not in self.protected)
+    def affects(self, reply_id: int, interruptible: bool) -> bool:
+        return ((self.replies is None or reply_id in self.replies)
+                and (interruptible or self.force))
 
 
 @dataclass(kw_only=True)
@@ -182,11 +202,47 @@ class EndOfTurnFrame(SystemFrame):
 
 
 @dataclass(kw_only=True)
-class ReplyTruncatedFrame(SystemFrame):
-    """Broadcast by the output after an interruption: the words of the reply that were heard."""
+class UserTurnStartedFrame(SystemFrame):
+    """Broadcast by the endpointer: user speech opened turn ``turn_id`` (transcripts of it
+    carry that id)."""
 
     turn_id: int
+
+
+@dataclass(kw_only=True)
+class ReplyStartedFrame(SystemFrame):
+    """A reply was committed: it will be generated (or is text already) and played. Every
+    stage learns of the replies in progress from this and :class:`PlayoutFinishedFrame`."""
+
+    reply_id: int
+    interruptible: bool = True
+    #: who asked for it: "turn" (an answer to the user), "say", "tool", "draft"
+    source: str = "turn"
+
+
+@dataclass(kw_only=True)
+class ReplyGeneratingFrame(SystemFrame):
+    """Broadcast by the LLM stage when it starts generating a reply."""
+
+    reply_id: int
+
+
+@dataclass(kw_only=True)
+class PlayoutStartedFrame(SystemFrame):
+    """Broadcast by the output: the reply's first audio is being heard."""
+
+    reply_id: int
+
+
+@dataclass(kw_only=True)
+class PlayoutFinishedFrame(SystemFrame):
+    """Broadcast by the output, once per reply: it played out, or was cut off
+    (``interrupted``). ``heard_text`` is the words the user heard; the conversation keeps
+    those."""
+
+    reply_id: int
     heard_text: str
+    interrupted: bool = False
 
 
 @dataclass(kw_only=True)

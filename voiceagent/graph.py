@@ -14,29 +14,25 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
 
 from .frames import (
-    AgentAudioFrame,
+    AudioFrame,
     CancelFrame,
     DataFrame,
     EndFrame,
     ErrorFrame,
     Frame,
     InterruptionFrame,
-    LLMTextFrame,
-    ReplyEnd,
+    ReplyFrame,
     StartFrame,
     SystemFrame,
-    TextChunkFrame,
-    UserTurnFrame,
 )
 
 log = logging.getLogger(__name__)
-
-#: Frames that belong to an agent reply: dropped from inboxes on interruption, and a node
-#: busy with one of them is cancelled.
-REPLY_FRAMES = (UserTurnFrame, LLMTextFrame, TextChunkFrame, AgentAudioFrame, ReplyEnd)
 
 
 class Inbox:
@@ -62,10 +58,23 @@ class Inbox:
                 self._data.append(frame)  # type: ignore[arg-type]
             self._cond.notify_all()
 
-    async def get(self) -> Frame:
+    async def offer(self, frame: DataFrame,
+                    merge: Callable[[DataFrame, DataFrame], DataFrame | None]) -> None:
+        """Queue ``frame`` without waiting for room: it is merged into the last queued frame
+        where ``merge`` can (it returns None where not; the frame is then queued, beyond the
+        bound if need be: what cannot be merged is never lost)."""
+        async with self._cond:
+            merged = merge(self._data[-1], frame) if self._data else None
+            if merged is None:
+                self._data.append(frame)
+            else:
+                self._data[-1] = merged
+            self._cond.notify_all()
+
+    async def get(self) -> SystemFrame | DataFrame:
         async with self._cond:
             await self._cond.wait_for(lambda: bool(self._system or self._data))
-            frame: Frame = self._system.popleft() if self._system else self._data.popleft()
+            frame = self._system.popleft() if self._system else self._data.popleft()
             self._cond.notify_all()
             return frame
 
@@ -84,6 +93,50 @@ class Inbox:
             return dropped
 
 
+#: What an edge does when its destination's inbox is full. ``wait``: the sender waits for
+#: room (back-pressure). ``coalesce``: the sender never waits; audio that finds audio queued
+#: is merged into it, so a stage that lags takes all its backlog in one piece next time,
+#: catches up, and holds the others up not at all (at most ``MAX_COALESCED`` seconds are
+#: kept; older audio is dropped and the gap reported).
+Overflow = Literal["wait", "coalesce"]
+
+#: The longest merged audio frame a coalescing edge keeps, in seconds.
+MAX_COALESCED = 30.0
+
+
+@dataclass(eq=False)
+class Edge:
+    """One edge out of ``src``: how its frames reach ``dst``."""
+
+    src: Node
+    dst: Node
+    overflow: Overflow = "wait"
+    dropped: float = 0.0  # seconds of audio a coalescing edge had to drop
+
+    async def send(self, frame: Frame) -> None:
+        if self.overflow == "wait" or not isinstance(frame, DataFrame):
+            await self.dst.inbox.put(frame)
+            return
+        before = self.dropped
+        await self.dst.inbox.offer(frame, self._coalesce)
+        if before == 0.0 < self.dropped:
+            await self.src.report_error(
+                f"{self.dst.name} is lagging more than {MAX_COALESCED:g} s behind "
+                f"{self.src.name}: its oldest audio is being dropped")
+
+    def _coalesce(self, last: DataFrame, frame: DataFrame) -> DataFrame | None:
+        if not (isinstance(last, AudioFrame) and isinstance(frame, AudioFrame)
+                and last.sample_rate == frame.sample_rate):
+            return None
+        samples = np.concatenate([last.samples, frame.samples])
+        keep = round(MAX_COALESCED * frame.sample_rate)
+        if len(samples) > keep:
+            self.dropped += (len(samples) - keep) / frame.sample_rate
+            samples = samples[-keep:]
+        end = frame.ts + frame.duration  # the end is exact; a gap before it is closed up
+        return replace(frame, samples=samples, ts=end - len(samples) / frame.sample_rate)
+
+
 class Node:
     """One stage of a session. Subclasses override :meth:`process` and the ``on_*`` hooks."""
 
@@ -91,7 +144,7 @@ class Node:
         self.name = name or type(self).__name__
         self.inbox = Inbox(inbox_size)
         self.graph: Graph | None = None
-        self._downstream: list[Node] = []
+        self._downstream: list[Edge] = []
         self._upstream_count = 0
         self._ends_seen = 0
 
@@ -113,14 +166,13 @@ class Node:
     async def on_stop(self) -> None:
         """Release resources; called however the node ends."""
 
-    def interruptible(self, frame: DataFrame) -> bool:
-        return isinstance(frame, REPLY_FRAMES)
-
     # -- plumbing -------------------------------------------------------------------------
 
     async def emit(self, frame: Frame) -> None:
-        for node in self._downstream:
-            await node.inbox.put(frame)
+        """Send ``frame`` along every edge out of this node; each edge's overflow policy
+        decides whether a full inbox holds the sender up."""
+        for edge in self._downstream:
+            await edge.send(frame)
 
     async def broadcast(self, frame: SystemFrame) -> None:
         if self.graph is not None:
@@ -149,11 +201,11 @@ class Node:
     async def _handle_system(self, frame: SystemFrame, busy: asyncio.Task | None,
                              busy_frame: DataFrame | None) -> None:
         if isinstance(frame, InterruptionFrame):
-            # Only what was made before the interruption goes: a reply to a turn that
-            # arrives right behind it must survive.
+            # The frames of the replies it reaches go, and the work on them; only what was
+            # made before the interruption: a reply to a turn right behind it must survive.
             def stale(f: DataFrame) -> bool:
-                return (self.interruptible(f) and f.id < frame.id
-                        and frame.affects(getattr(f, "turn_id", 0)))
+                return (isinstance(f, ReplyFrame) and f.id < frame.id
+                        and frame.affects(f.reply_id, f.interruptible))
 
             await self.inbox.drop_data(stale)
             if busy is not None and busy_frame is not None and stale(busy_frame):
@@ -237,6 +289,7 @@ class Graph:
         self._tasks: set[asyncio.Task] = set()
         self._node_tasks: dict[asyncio.Task, Node] = {}
         self._error_handlers: list[ErrorHandler] = []
+        self._observers: list[Callable[[SystemFrame], Any]] = []
         self._finished = asyncio.Event()
         self.fatal_error: ErrorFrame | None = None
         self._started = False
@@ -251,15 +304,20 @@ class Graph:
             self.nodes.append(node)
         return node
 
-    def connect(self, src: Node, dst: Node) -> None:
+    def connect(self, src: Node, dst: Node, *, overflow: Overflow = "wait") -> Edge:
         """An edge: every frame ``src`` emits reaches ``dst``. Several edges out of one node
-        fan out; several into one node fan in."""
+        fan out; several into one node fan in. ``overflow`` says what happens when ``dst``
+        falls behind (see :data:`Overflow`)."""
         self.add(src)
         self.add(dst)
-        if dst in src._downstream:
-            return
-        src._downstream.append(dst)
+        for edge in src._downstream:
+            if edge.dst is dst:
+                edge.overflow = overflow
+                return edge
+        edge = Edge(src, dst, overflow)
+        src._downstream.append(edge)
         dst._upstream_count += 1
+        return edge
 
     def chain(self, *nodes: Node) -> None:
         for a, b in zip(nodes, nodes[1:]):
@@ -267,6 +325,11 @@ class Graph:
 
     def on_error(self, handler: ErrorHandler) -> None:
         self._error_handlers.append(handler)
+
+    def observe(self, handler: Callable[[SystemFrame], Any]) -> None:
+        """Call ``handler`` with every system frame broadcast, before any node has it (the
+        session's reply ledger keeps its record this way)."""
+        self._observers.append(handler)
 
     # -- running --------------------------------------------------------------------------
 
@@ -323,6 +386,11 @@ class Graph:
             if frame.fatal and self.fatal_error is None:
                 self.fatal_error = frame
                 self._finished.set()
+        for observer in self._observers:
+            try:
+                observer(frame)
+            except Exception:
+                log.exception("observer failed on %s", type(frame).__name__)
         for node in self.nodes:
             await node.inbox.put(frame)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import registry
 from .agent import Agent
 from .backends import ChatMessage
 from .audio import load_audio
@@ -23,6 +24,7 @@ from .events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
+from .loader import apply_backend_overrides, load_agent
 from .session import AgentSession, resolve_backends
 from .transports.file import FileAudioInput, FileAudioOutput
 
@@ -97,8 +99,6 @@ def console_printer(event: Event) -> None:
 
 
 async def run_file(args: argparse.Namespace) -> int:
-    from .cli import apply_backend_overrides, load_agent
-
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     samples = load_audio(args.input)
@@ -116,6 +116,7 @@ async def run_file(args: argparse.Namespace) -> int:
     finally:
         if writer:
             writer.close()
+        await registry.aclose(backends.values())
     if args.output:
         from .audio import write_wav
 

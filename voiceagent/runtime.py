@@ -1,14 +1,16 @@
-"""What the nodes of one session share: its clock, event bus, metrics and activity state.
+"""What the nodes of one session share: its clock, event bus, metrics and ids.
 
-One instance per session; nothing here is global, so sessions never see each other.
+One instance per session; nothing here is global, so sessions never see each other. The state
+of the agent's replies is not here: the session's reply ledger (``replies.py``) owns it, and
+the stages learn of it from frames.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .clock import SessionClock
-from .events import AgentSpeakingEvent, AgentStateEvent, EventBus
+from .events import EventBus
 from .metrics import MetricsTracker
 
 
@@ -18,13 +20,6 @@ class SessionRuntime:
     clock: SessionClock
     events: EventBus
     metrics: MetricsTracker
-    #: replies decided on (a user turn) and not yet played out or dropped
-    active_replies: set[int] = field(default_factory=set)
-    #: replies that user speech must not interrupt (say(..., allow_interruptions=False))
-    protected_replies: set[int] = field(default_factory=set)
-    #: the user turn in progress (speech heard, end not yet decided)
-    user_turn: int | None = None
-    agent_state: str = "listening"
     #: why the agent asked to end the conversation (a tool's end_call); None while it goes on
     hangup_reason: str | None = None
     _last_turn_id: int = 0
@@ -38,16 +33,3 @@ class SessionRuntime:
         """End the conversation once the reply in progress has played out."""
         if self.hangup_reason is None:
             self.hangup_reason = reason
-
-    @property
-    def idle(self) -> bool:
-        return not self.active_replies and self.user_turn is None
-
-    def set_agent_state(self, state: str, ts: float) -> None:
-        if state == self.agent_state:
-            return
-        was_speaking = self.agent_state == "speaking"
-        self.agent_state = state
-        self.events.emit(AgentStateEvent(ts=ts, state=state))  # type: ignore[arg-type]
-        if was_speaking != (state == "speaking"):
-            self.events.emit(AgentSpeakingEvent(ts=ts, speaking=not was_speaking))

@@ -3,10 +3,13 @@
 ::
 
     input ─► VAD ─┬─► STT ──┐
-                  └─────────┴─► endpointer ─► LLM ─► chunker ─► TTS ─► output (playout clock)
+                  └─────────┴─► endpointer ─► LLM ─► say ─► chunker ─► TTS ─► output
+                                                      ▲                    (playout clock)
+                                     session.say() ───┘
 
 The backends are the agent's (resolved through the registry, so shared by every session in
-the process); everything else is this session's own.
+the process); everything else is this session's own. Its replies are owned by one ledger
+(``session.replies``), which follows them through the frames the stages broadcast.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .nodes.llm import LLMNode
 from .nodes.speech import ChunkerNode, TTSNode
 from .nodes.stt import STTNode
 from .nodes.vad import VADNode
+from .replies import Reply, ReplyLedger, ReplyState
+from .race import race
 from .runtime import SessionRuntime
 from .transports.base import AudioSinkNode
 
@@ -76,18 +81,27 @@ class AgentSession:
         self.input = make_input(rt)
         self.output = make_output(rt)
         self.graph = Graph(f"session-{self.id}")
+        #: every reply of this session, from the frames that announce, start and end them
+        self.replies = ReplyLedger(rt.clock, self.events, rt.new_turn_id, self.graph.broadcast)
+        self.graph.observe(self.replies.observe)
+        # Replies said from code join the LLM's here, on their way to the chunker.
+        self._say = Node("say")
         self._endpointer = EndpointerNode(opts, rt, b.get("turn"), b.get("completeness"))  # type: ignore[arg-type]
-        self._chunker = ChunkerNode(opts, rt)
+        chunker = ChunkerNode(opts, rt)
         vad = VADNode(b["vad"], opts.endpointing, rt)  # type: ignore[arg-type]
         stt = STTNode(b["stt"], opts.endpointing, rt)  # type: ignore[arg-type]
         # The endpointer hears the VAD directly (fan-out), so a slow decode delays only the
-        # transcript, never the timing of the turn; transcripts join it from the STT (fan-in).
-        self.graph.chain(self.input, vad, stt, self._endpointer)
+        # transcript, never the timing of the turn: the STT's edge never makes the VAD wait
+        # (its audio coalesces while it lags). Transcripts join the endpointer (fan-in).
+        self.graph.connect(self.input, vad)
+        self.graph.connect(vad, stt, overflow="coalesce")
         self.graph.connect(vad, self._endpointer)
+        self.graph.connect(stt, self._endpointer)
         self.graph.chain(
             self._endpointer,
             LLMNode(b["llm"], agent, self.context, rt),  # type: ignore[arg-type]
-            self._chunker,
+            self._say,
+            chunker,
             TTSNode(b["tts"], opts, rt),  # type: ignore[arg-type]
             self.output,
         )
@@ -110,22 +124,34 @@ class AgentSession:
     async def interrupt(self, reason: str = "interrupted by the application") -> None:
         """Stop the agent talking now, protected speech included (the reply kept in the
         conversation is cut to what was heard)."""
-        await self.graph.broadcast(InterruptionFrame(ts=self.runtime.clock.now(), reason=reason))
+        await self.graph.broadcast(InterruptionFrame(ts=self.runtime.clock.now(), reason=reason,
+                                                     force=True))
 
-    async def say(self, text: str, *, allow_interruptions: bool = True) -> int:
-        """Speak ``text`` as the agent (a greeting, a notice, a legal disclaimer). With
+    async def say(self, text: str, *, allow_interruptions: bool = True,
+                  interrupt: bool = False) -> Reply:
+        """Speak ``text`` as the agent (a greeting, a notice, a legal disclaimer); the text
+        joins the conversation as an assistant message. It is spoken after the sentence in
+        progress of any reply being spoken (replies take turns by sentence, never mixing their
+        words); ``interrupt=True`` stops the interruptible replies in progress first. With
         ``allow_interruptions=False`` user speech neither pauses nor cuts it. Returns the
-        reply's id; the text joins the conversation as an assistant message."""
+        reply's handle (``await reply.wait_for_playout()``)."""
         rt = self.runtime
-        reply_id = rt.new_turn_id()
-        rt.active_replies.add(reply_id)
-        if not allow_interruptions:
-            rt.protected_replies.add(reply_id)
-        self.context.add(ChatMessage("assistant", text))
+        if interrupt:
+            await self.graph.broadcast(InterruptionFrame(ts=rt.clock.now(), reason="say"))
+        reply = await self.replies.open("say", allow_interruptions=allow_interruptions)
+        message = ChatMessage("assistant", text)
+        self.context.add(message)
+        self.graph.spawn(self._keep_heard(reply, message), f"say-{reply.id}")
         now = rt.clock.now()
-        await self._chunker.inbox.put(LLMTextFrame(ts=now, text=text, turn_id=reply_id))
-        await self._chunker.inbox.put(ReplyEnd(ts=now, turn_id=reply_id, text=text))
-        return reply_id
+        await self._say.emit(LLMTextFrame(ts=now, text=text, reply_id=reply.id,
+                                          interruptible=allow_interruptions))
+        await self._say.emit(ReplyEnd(ts=now, text=text, reply_id=reply.id,
+                                      interruptible=allow_interruptions))
+        return reply
+
+    async def _keep_heard(self, reply: Reply, message: ChatMessage) -> None:
+        if await reply.wait_for_playout() == ReplyState.INTERRUPTED:
+            self.context.cut_to_heard(message, reply.heard_text)
 
     async def send_text(self, text: str) -> None:
         """A typed user turn: answered like a spoken one, interrupting a reply in progress."""
@@ -158,20 +184,11 @@ class AgentSession:
     async def wait(self, timeout: float | None = None) -> bool:
         """Until the input ends and the graph drains, a fatal error, or the agent hung up
         (a tool's ``end_call``) and its last reply has played out. False on time-out."""
-        drained = asyncio.ensure_future(self.graph.wait())
-        hung_up = asyncio.ensure_future(self._hung_up())
-        try:
-            done, _ = await asyncio.wait({drained, hung_up}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (drained, hung_up):
-                waiter.cancel()
-            await asyncio.gather(drained, hung_up, return_exceptions=True)
-        return bool(done)
+        return await race(self.graph.wait(), self._hung_up(), timeout=timeout) is not None
 
     async def _hung_up(self) -> None:
         rt = self.runtime
-        while rt.hangup_reason is None or rt.active_replies:
+        while rt.hangup_reason is None or self.replies.active:
             await asyncio.sleep(0.02)
 
     @property
@@ -191,6 +208,7 @@ class AgentSession:
             return
         self._ended = True
         await self.graph.stop(graceful=graceful)
+        self.replies.close()
         self.events.emit(SessionStateEvent(ts=self.runtime.clock.now(), state="ended",
                                            reason=reason or self.end_reason))
 

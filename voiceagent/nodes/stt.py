@@ -28,6 +28,7 @@ from ..frames import (
     TranscriptFrame,
 )
 from ..graph import Node
+from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 
 
@@ -43,6 +44,7 @@ class STTNode(Node):
         self._keep = options.pre_roll + options.min_speech
         self._heard_until = 0.0  # media time of everything taken in so far
         self._ends: deque[EndOfTurnFrame] = deque()  # turns ended, not yet finalised
+        self._activity = ReplyActivity()  # the open user turn, from the endpointer's frames
 
     async def process(self, frame: DataFrame) -> None:
         if isinstance(frame, AudioFrame):
@@ -65,14 +67,14 @@ class STTNode(Node):
             self._heard_until = max(self._heard_until, frame.ts)
             async with self._lock:
                 result = await self._stream.pause()
-            await self._publish(result, final=False, turn_id=self._rt.user_turn or 0,
+            await self._publish(result, final=False, turn_id=self._activity.user_turn or 0,
                                 at_pause=True)
         await self._finish_due_turns()
 
     async def _push(self, samples: np.ndarray) -> None:
         async with self._lock:
             result = await self._stream.push(samples)
-        await self._publish(result, final=False, turn_id=self._rt.user_turn or 0)
+        await self._publish(result, final=False, turn_id=self._activity.user_turn or 0)
 
     async def _publish(self, result: Transcript | None, *, final: bool, turn_id: int,
                        at_pause: bool = False) -> None:
@@ -89,6 +91,7 @@ class STTNode(Node):
         await self.emit(frame)
 
     async def on_system(self, frame: SystemFrame) -> None:
+        self._activity.observe(frame)
         if isinstance(frame, EndOfTurnFrame):
             self._ends.append(frame)
             await self._finish_due_turns()

@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from .. import registry as backend_registry
 from ..agent import Agent
 from ..events import Event
 from ..telephony.media_stream import MediaStreamCall
@@ -55,6 +56,9 @@ class ServerConfig:
     #: the server's public base URL (https://agent.example.com), for the media-stream URL in
     #: the TwiML; by default it is wss:// and the Host the request came to
     public_url: str | None = None
+    #: the server owns the backends (``voiceagent serve``): close them when it shuts down,
+    #: on the loop their connections belong to
+    close_backends: bool = False
 
 
 class HTTPError(Exception):
@@ -146,6 +150,8 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await registry.close_all()
+        if config.close_backends:
+            await backend_registry.aclose(backends.values())
 
     app = Starlette(routes=[
         Route("/", index),

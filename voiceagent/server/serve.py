@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..events import JsonlEventWriter
+from ..loader import apply_backend_overrides, load_agent
 from ..session import resolve_backends
 from .app import ServerConfig, create_app
 
@@ -12,7 +13,6 @@ from .app import ServerConfig, create_app
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..cli import apply_backend_overrides, load_agent
     from ..transports.ice import parse_ice_server
 
     agent = load_agent(args.agent)
@@ -22,7 +22,7 @@ def serve(args: argparse.Namespace) -> int:
     writer = JsonlEventWriter(args.events) if args.events else None
     config = ServerConfig(ice_servers=ice_servers, host_addresses=args.ice_host_address or [],
                           token=args.token, max_sessions=args.max_sessions,
-                          public_url=args.public_url,
+                          public_url=args.public_url, close_backends=True,
                           subscribers=[writer] if writer else [])
     app = create_app(agent, backends, config)
     print(f"voiceagent: serving {args.agent} on http://{args.host}:{args.port}/", flush=True)

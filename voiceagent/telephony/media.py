@@ -91,14 +91,13 @@ class CallAudioOutput(AudioSinkNode):
         self._on_cut = on_cut
 
     async def write(self, samples: np.ndarray, ts: float) -> None:
-        speaking = self.runtime.agent_state == "speaking" or bool(np.any(samples))
+        speaking = self.activity.speaking or bool(np.any(samples))
         result = self._send(self.codec.encode(samples), speaking)
         if result is not None:
             await result
 
     async def on_system(self, frame: SystemFrame) -> None:
-        cut = isinstance(frame, InterruptionFrame) and any(
-            frame.affects(t) for t in self.runtime.active_replies)
+        cut = isinstance(frame, InterruptionFrame) and bool(self.activity.affected(frame))
         await super().on_system(frame)
         if cut and self._on_cut is not None:
             result = self._on_cut()

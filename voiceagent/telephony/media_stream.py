@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..agent import Agent
 from ..events import CallEvent, ErrorEvent, Event, PlayoutMarkEvent
+from ..race import race
 from ..runtime import SessionRuntime
 from ..session import AgentSession
 from .media import CODECS, PCMU, TELEPHONE_RATE, CallAudioOutput, Codec, PushedAudioInput
@@ -142,16 +143,11 @@ class MediaStreamCall:
     async def serve(self) -> None:
         """Until the call is over, then close everything (also when cancelled)."""
         assert self.session is not None
-        reader = asyncio.ensure_future(self._read())
-        ended = asyncio.ensure_future(self.session.wait())
         try:
-            done, _ = await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # a failure surfaces, after the clean-up below
+            first = await race(self._read(), self.session.wait())
+            assert first is not None
+            first.result()  # a failure surfaces, after the clean-up below
         finally:
-            for task in (reader, ended):
-                task.cancel()
-            await asyncio.gather(reader, ended, return_exceptions=True)
             await self.close(self.reason or self.session.end_reason)
 
     async def close(self, reason: str, *, code: int = 1000) -> None:
@@ -217,7 +213,7 @@ class MediaStreamCall:
         assert self.stream is not None and self.session is not None
         if speaking:
             self._replying = True
-            self._reply = min(self.session.runtime.active_replies, default=self._reply)
+            self._reply = min((r.id for r in self.session.replies.active), default=self._reply)
             await self._send(self.serializer.media(self.stream.stream_id, payload))
         elif self._replying:
             self._replying = False

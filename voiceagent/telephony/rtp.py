@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..events import DTMF_KEYS
+from ..pacer import Pacer
 from ..runtime import SessionRuntime
 from ..transports.base import FRAME_SECONDS, RESYNC_SECONDS, LiveAudioInput
 from .media import FRAME_SAMPLES, INPUT_TIMEOUT, TELEPHONE_RATE, Codec
@@ -230,17 +231,12 @@ class RtpAudioInput(LiveAudioInput):
         super().__init__(runtime)
         self.endpoint = endpoint
         self.timeout = timeout
-        self._due: float | None = None
+        self._pacer = Pacer(runtime.clock, FRAME_SECONDS, RESYNC_SECONDS)
         self._started: float | None = None
         self._backlog = np.zeros(0, np.float32)  # decoded, not yet sent on
 
     async def receive(self) -> tuple[np.ndarray, int] | None:
-        clock = self.runtime.clock
-        now = clock.now()
-        if self._due is None or now - self._due > RESYNC_SECONDS:
-            self._due = now
-        await clock.sleep_until(self._due)
-        self._due += FRAME_SECONDS
+        await self._pacer.tick()
         ep = self.endpoint
         loop_now = asyncio.get_running_loop().time()
         if self._started is None:

@@ -89,10 +89,11 @@ def parse_offer(sdp: str) -> AudioOffer:
             offered = ", ".join(m.rtpmap.get(f, f) for f in m.formats)
             reasons.append(f"codecs {offered} (we take PCMU or PCMA at 8 kHz)")
             continue
-        pt, codec = choice
+        payload_type, codec = choice
         dtmf = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(f, "").lower()
                      == "telephone-event/8000"), None)
-        return AudioOffer(m.address, m.port, codec, pt, dtmf, media, index, m.direction)
+        return AudioOffer(m.address, m.port, codec, payload_type, dtmf, media, index,
+                          m.direction)
     raise SDPError("no acceptable audio: " + "; ".join(reasons))
 
 

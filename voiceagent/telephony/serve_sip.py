@@ -9,8 +9,10 @@ import os
 import signal
 from collections.abc import Callable
 
+from .. import registry
 from ..errors import ConfigError
 from ..events import Event, JsonlEventWriter
+from ..loader import apply_backend_overrides, load_agent
 from ..session import resolve_backends
 from .sip_register import RegistrationOptions
 from .sip_server import SipOptions, SipServer
@@ -32,8 +34,6 @@ def sip_options(args: argparse.Namespace) -> SipOptions:
 
 
 async def serve_sip(args: argparse.Namespace) -> int:
-    from ..cli import apply_backend_overrides, load_agent
-
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     options = sip_options(args)
@@ -58,6 +58,7 @@ async def serve_sip(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
+        await registry.aclose(backends.values())
         if writer:
             writer.close()
     return 0

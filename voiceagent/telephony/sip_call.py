@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..agent import Agent
 from ..events import CallEvent, Event
+from ..race import race
 from ..session import AgentSession
 from .media import CallAudioOutput
 from .rtp import RtpAudioInput, RtpEndpoint
@@ -66,7 +67,7 @@ class Dialog:
         return msg
 
 
-Send = Callable[[SipMessage, tuple[str, int]], None]
+Send = Callable[[SipMessage, tuple[str, int]], object]
 Request = Callable[[SipMessage, tuple[str, int]], Awaitable[SipMessage]]
 
 
@@ -114,18 +115,13 @@ class SipCall:
 
     async def serve(self, send: Send, request: Request) -> None:
         """The call, from the 200 OK to the end; cleans up even when cancelled."""
-        tasks: list[asyncio.Future] = []
         try:
             await self.start()
-            tasks += [asyncio.ensure_future(self._resend_answer_until_acked(send)),
-                      asyncio.ensure_future(self.session.wait()),
-                      asyncio.ensure_future(self._done.wait())]
-            await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+            # the session's graph owns the resending: it ends with the session
+            self.session.graph.spawn(self._resend_answer_until_acked(send), "sip-answer")
+            await race(self.session.wait(), self._done.wait())
             self.reason = self.reason or self.session.end_reason
         finally:  # also when the bridge closes and cancels the call: the caller gets a BYE
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             self.reason = self.reason or "the bridge closed"
             await self.session.stop(reason=self.reason)
             self.endpoint.close()

@@ -85,8 +85,10 @@ class Registrar:
         if self.address is None:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 self._host, self._port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-            self.address = infos[0][4][:2]
-        reply = await self._request(self._message(expires), self.address)
+            host, port = infos[0][4][:2]
+            self.address = (str(host), int(port))
+        address = self.address
+        reply = await self._request(self._message(expires), address)
         if reply.status in (401, 407):
             header = "www-authenticate" if reply.status == 401 else "proxy-authenticate"
             try:
@@ -100,7 +102,7 @@ class Registrar:
             retry = self._message(expires)
             retry.add("Authorization" if reply.status == 401 else "Proxy-Authorization",
                       credentials)
-            reply = await self._request(retry, self.address)
+            reply = await self._request(retry, address)
         if reply.status != 200:
             raise RegistrationError(f"registrar answered {reply.status} {reply.reason}")
         self.registered = expires > 0

@@ -1,4 +1,8 @@
-"""Base nodes for transports: an audio source and a paced audio sink with a playout clock."""
+"""Base nodes for transports: an audio source and a paced audio sink with a playout clock.
+
+The sink is where a reply is heard: it announces the start and the end of each reply's
+playout (with the words heard) as system frames, which every other stage reads.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,16 @@ from ..frames import (
     DataFrame,
     EndFrame,
     InterruptionFrame,
+    PlayoutFinishedFrame,
     PlayoutPauseFrame,
+    PlayoutStartedFrame,
     ReplyEnd,
-    ReplyTruncatedFrame,
     SystemFrame,
 )
 from ..graph import Node
+from ..pacer import Pacer
 from ..playout import PlayoutBuffer
+from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 
 FRAME_SECONDS = 0.02
@@ -37,6 +44,8 @@ class AudioSourceNode(Node):
         self.runtime = runtime
         self.t = 0.0  # media time of the next frame
         self._bad_samples = 0
+        #: what the agent is doing, from the frames every stage receives
+        self.activity = ReplyActivity()
 
     async def produce(self) -> None:
         raise NotImplementedError
@@ -69,7 +78,11 @@ class AudioSourceNode(Node):
         return False
 
     def agent_done(self) -> bool:
-        return self.runtime.idle and self.runtime.agent_state == "listening"
+        """No user turn open and no reply in progress."""
+        return self.activity.idle
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        self.activity.observe(frame)
 
     async def emit_audio(self, samples: np.ndarray, ts: float) -> None:
         """Send 16 kHz mono float32 on; NaN/inf samples become silence, reported once."""
@@ -151,6 +164,8 @@ class AudioSinkNode(Node):
         self.buffer = PlayoutBuffer(rate)
         self.frame_samples = round(rate * FRAME_SECONDS)
         self._resampler: StreamResampler | None = None
+        #: the replies in progress (announced, not yet finished here)
+        self.activity = ReplyActivity()
 
     async def write(self, samples: np.ndarray, ts: float) -> None:
         raise NotImplementedError
@@ -161,66 +176,65 @@ class AudioSinkNode(Node):
 
     async def process(self, frame: DataFrame) -> None:
         if isinstance(frame, AgentAudioFrame):
-            if frame.turn_id not in self.runtime.active_replies:
-                return  # a reply that was interrupted while this was in flight
+            if frame.reply_id not in self.activity.live:
+                return  # interrupted while this was in flight, or a draft: never played
             if self._resampler is None or self._resampler.src_rate != frame.sample_rate:
                 self._resampler = StreamResampler(frame.sample_rate, self.rate)
             samples = self._resampler(frame.samples, last=frame.chunk_end)
             if frame.chunk_end:
                 self._resampler = None
-            self.buffer.add_audio(samples, frame.turn_id, frame.text, frame.chunk_end)
-        elif isinstance(frame, ReplyEnd):
-            self.buffer.add_end(frame.turn_id)
+            self.buffer.add_audio(samples, frame.reply_id, frame.text, frame.chunk_end,
+                                  frame.words)
+        elif isinstance(frame, ReplyEnd) and frame.reply_id in self.activity.live:
+            self.buffer.add_end(frame.reply_id)
 
     async def next_frame(self, ts: float) -> np.ndarray:
         """The frame heard at ``ts``; playout bookkeeping happens here."""
         samples, events = self.buffer.read(self.frame_samples)
-        rt = self.runtime
         for event in events:
             if event.kind == "started":
-                rt.metrics.mark(event.turn_id, "first_audio_out", ts)
-                rt.set_agent_state("speaking", ts)
-            elif event.turn_id in rt.active_replies:
-                rt.active_replies.discard(event.turn_id)
-                rt.protected_replies.discard(event.turn_id)
-                rt.metrics.finish(event.turn_id)
-                if not rt.active_replies:
-                    rt.set_agent_state("listening", ts)
+                self.runtime.metrics.mark(event.reply_id, "first_audio_out", ts)
+                await self._publish(PlayoutStartedFrame(ts=ts, reply_id=event.reply_id))
+            elif event.reply_id in self.activity.live:
+                await self._publish(PlayoutFinishedFrame(ts=ts, reply_id=event.reply_id,
+                                                         heard_text=event.heard_text))
         return samples
 
+    async def _publish(self, frame: PlayoutStartedFrame | PlayoutFinishedFrame) -> None:
+        self.activity.observe(frame)  # at once: a finished reply takes no more audio
+        if isinstance(frame, PlayoutFinishedFrame):
+            self.runtime.metrics.finish(frame.reply_id)
+        await self.broadcast(frame)
+
     async def _pace(self) -> None:
-        clock = self.runtime.clock
-        t = 0.0
+        pacer = Pacer(self.runtime.clock, FRAME_SECONDS, RESYNC_SECONDS)
         while True:
-            await clock.sleep_until(t)
+            t = await pacer.tick()
             await self.write(await self.next_frame(t), t)
-            t += FRAME_SECONDS
 
     async def on_system(self, frame: SystemFrame) -> None:
+        self.activity.observe(frame)
         if isinstance(frame, PlayoutPauseFrame):
             self.buffer.paused = frame.paused
         elif isinstance(frame, InterruptionFrame):
             await self._interrupt(frame)
 
     async def _interrupt(self, frame: InterruptionFrame) -> None:
-        rt = self.runtime
+        """Drop the unplayed audio of the replies ``frame`` stops; each ends with the words
+        that were heard (none for a reply whose audio had not started)."""
         self.buffer.paused = False
-        affected = {t for t in rt.active_replies if frame.affects(t)}
-        for turn in sorted(affected):
-            heard = self.buffer.heard_text(turn)
-            await self.broadcast(ReplyTruncatedFrame(ts=frame.ts, turn_id=turn, heard_text=heard))
-            rt.events.emit(AgentTextEvent(ts=frame.ts, text=heard, final=True, turn_id=turn,
-                                          interrupted=True))
-            rt.metrics.finish(turn)
-        self.buffer.drop(affected)
+        affected = self.activity.affected(frame)
+        for reply_id in affected:
+            heard = self.buffer.heard_text(reply_id)
+            self.runtime.events.emit(AgentTextEvent(ts=frame.ts, text=heard, final=True,
+                                                    turn_id=reply_id, interrupted=True))
+            await self._publish(PlayoutFinishedFrame(ts=frame.ts, reply_id=reply_id,
+                                                     heard_text=heard, interrupted=True))
+        self.buffer.drop(set(affected))
         self._resampler = None
-        rt.active_replies.difference_update(affected)
-        rt.protected_replies.difference_update(affected)
-        if not rt.active_replies:
-            rt.set_agent_state("listening", frame.ts)
 
     async def on_end(self) -> None:
         """Let queued speech finish playing before the session ends."""
         if self.paced:
-            while self.buffer.queued_samples and self.runtime.active_replies:
+            while self.buffer.queued_samples and self.activity.live:
                 await asyncio.sleep(FRAME_SECONDS)

@@ -30,16 +30,23 @@ class FileAudioInput(AudioSourceNode):
 
 
 class FileAudioOutput(AudioSinkNode):
-    """Collects what the user hears, frame by frame on the session clock."""
+    """Collects what the user hears, frame by frame on the session clock: frames the pacer
+    skipped after a stall are silence, so the file stays on the input's timeline."""
 
     paced = True
 
     def __init__(self, runtime: SessionRuntime, rate: int = PIPELINE_RATE) -> None:
         super().__init__(rate, runtime)
         self._frames: list[np.ndarray] = []
+        self._written = 0  # samples so far
 
     async def write(self, samples: np.ndarray, ts: float) -> None:
+        gap = round(ts * self.rate) - self._written
+        if gap >= self.frame_samples // 2:  # not a rounding difference: ticks were skipped
+            self._frames.append(np.zeros(gap, np.float32))
+            self._written += gap
         self._frames.append(samples)
+        self._written += len(samples)
 
     @property
     def audio(self) -> np.ndarray:

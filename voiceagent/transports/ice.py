@@ -13,6 +13,7 @@ server) by giving its ICE connections :class:`HostAddressConnection`'s candidate
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 from urllib.parse import unquote
 
 from aioice import Candidate, Connection
@@ -61,4 +62,4 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: Iterable[str]) -> 
     for dtls in transports:
         connection = dtls.transport.iceGatherer._connection
         connection.__class__ = HostAddressConnection
-        connection.host_addresses = addresses
+        cast(HostAddressConnection, connection).host_addresses = addresses

@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamError
 from ..audio import to_mono_float
 from ..clock import SessionClock
 from ..frames import InterruptionFrame, SystemFrame
+from ..pacer import Pacer
 from ..runtime import SessionRuntime
 from .base import FRAME_SECONDS, RESYNC_SECONDS, AudioSinkNode, LiveAudioInput
 
@@ -52,6 +53,7 @@ class WebRTCAudioInput(LiveAudioInput):
             self.end_reason = f"no audio from the browser for {self.timeout:g} s"
             log.info("%s: %s; ending", self.runtime.session_id, self.end_reason)
             return None
+        assert isinstance(frame, av.AudioFrame)  # what an audio track carries
         return _frame_to_mono(frame), frame.sample_rate
 
 
@@ -91,8 +93,7 @@ class WebRTCAudioOutput(AudioSinkNode):
         return np.concatenate([held, fresh[:-n]])
 
     async def on_system(self, frame: SystemFrame) -> None:
-        if isinstance(frame, InterruptionFrame) and any(
-                frame.affects(t) for t in self.runtime.active_replies):
+        if isinstance(frame, InterruptionFrame) and self.activity.affected(frame):
             self._cut = True
         await super().on_system(frame)
 
@@ -100,9 +101,9 @@ class WebRTCAudioOutput(AudioSinkNode):
 class AgentAudioTrack(MediaStreamTrack):
     """The track the browser plays: 20 ms mono s16 frames at 48 kHz, one per 20 ms.
 
-    ``recv()`` sleeps until each frame is due on the session clock and never runs ahead. If
-    the loop stalled and the track fell behind, the timeline is re-anchored rather than
-    catching up in a burst; ``pts`` stays continuous either way.
+    ``recv()`` waits for each frame's tick of a :class:`~voiceagent.pacer.Pacer` (never
+    ahead, re-anchored rather than catching up in a burst after a stall); ``pts`` stays
+    continuous either way.
     """
 
     kind = "audio"
@@ -114,19 +115,12 @@ class AgentAudioTrack(MediaStreamTrack):
         self._samples = round(WEBRTC_RATE * FRAME_SECONDS)
         self._time_base = fractions.Fraction(1, WEBRTC_RATE)
         self._pts = 0
-        self._start: float | None = None
+        self._pacer = Pacer(clock, FRAME_SECONDS, RESYNC_SECONDS)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = self.clock.now()
-        if self._start is None:
-            self._start = now
-        due = self._start + self._pts / WEBRTC_RATE
-        if now - due > RESYNC_SECONDS:
-            self._start = now - self._pts / WEBRTC_RATE
-            due = now
-        await self.clock.sleep_until(due)
+        due = await self._pacer.tick()
         samples = await self.output.next_frame(due)
         pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
         frame = av.AudioFrame(format="s16", layout="mono", samples=self._samples)

@@ -29,6 +29,7 @@ from aiortc import (
 
 from ..agent import Agent
 from ..events import ErrorEvent, Event
+from ..race import race
 from ..session import AgentSession
 from .ice import restrict_host_addresses
 from .webrtc import AgentAudioTrack, WebRTCAudioInput, WebRTCAudioOutput
@@ -96,14 +97,9 @@ class WebRTCPeer:
     async def serve(self) -> None:
         """Until the conversation is over, then close everything (also when cancelled)."""
         assert self.session is not None
-        graph_done = asyncio.ensure_future(self.session.wait())
-        hung_up = asyncio.ensure_future(self._done.wait())
         try:
-            await asyncio.wait({graph_done, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+            await race(self.session.wait(), self._done.wait())
         finally:
-            for waiter in (graph_done, hung_up):
-                waiter.cancel()
-            await asyncio.gather(graph_done, hung_up, return_exceptions=True)
             await self.close(self._reason or self.session.end_reason)
 
     async def close(self, reason: str = "closed") -> None:

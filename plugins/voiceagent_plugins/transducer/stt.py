@@ -9,6 +9,7 @@ beams agree on is stable.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,9 +17,24 @@ from voiceagent.audio import check_finite, to_mono_float
 from voiceagent.backends import Transcript
 from voiceagent.deps import require
 from voiceagent.errors import ConfigError
+from voiceagent.registry import BackendOptions, validate_options
 
 SAMPLE_RATE = 16_000
 _FRAME_MS = 80  # one encoder frame: 10 ms features x 8 subsampling
+
+
+class TransducerOptions(BackendOptions):
+    """What :class:`TransducerSTT` takes (its docstring says what each does)."""
+
+    checkpoint: Path | None = None
+    decoding: str = "tdt"
+    chunk_ms: int = 160
+    quantize: bool = False
+    beam: int = 4
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    device: str = "auto"
+    threads: int = 0
 
 
 class TransducerSTT:
@@ -33,10 +49,12 @@ class TransducerSTT:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, *, checkpoint: str | Path | None = None, decoding: str = "tdt",
-                 chunk_ms: int = 160, quantize: bool = False, beam: int = 4,
-                 max_batch: int = 16, max_wait_ms: float = 5.0, device: str = "auto",
-                 threads: int = 0) -> None:
+    Options = TransducerOptions
+
+    def __init__(self, **options: Any) -> None:
+        opts = validate_options(TransducerOptions, options, "transducer STT")
+        checkpoint, decoding, chunk_ms = opts.checkpoint, opts.decoding, opts.chunk_ms
+        threads, device = opts.threads, opts.device
         torch = require("torch", "torch", extra="transducer")
         from .checkpoint import SHIPPED, load
         from .engine import DECODINGS, TransducerEngine
@@ -58,8 +76,8 @@ class TransducerSTT:
         if decoding == "tdt" and not model.cfg.durations:
             decoding = "rnnt"  # a plain RNN-T model has no duration head
         self.engine = TransducerEngine(model, decoding, chunk_frames=chunk_ms // _FRAME_MS,
-                                       max_batch=max_batch, max_wait_ms=max_wait_ms, beam=beam,
-                                       quantize=quantize, device=device)
+                                       max_batch=opts.max_batch, max_wait_ms=opts.max_wait_ms,
+                                       beam=opts.beam, quantize=opts.quantize, device=device)
         self.stable_is_all = decoding != "beam"
 
     def stream(self) -> TransducerStream:
