@@ -45,6 +45,7 @@ def _logit(p: float) -> float:
 
 
 def feature_names() -> list[str]:
+    """Every feature :func:`features` computes; a model file names the ones it reads."""
     return ["end_logit", "audio_logit", "silence", "log_silence", "end_logit_x_log_silence",
             "log_words", "rate",
             *[f"shape_{n}" for n in TextShape.__dataclass_fields__ if n != "words"],
@@ -63,14 +64,18 @@ def features(evidence: PauseEvidence, silence: float) -> list[float]:
 
 class TurnModel:
     """A one-hidden-layer network (or, with no hidden layer, a logistic regression) over
-    standardised features; ``threshold`` is the probability that ends a turn."""
+    the standardised features it ``names``; ``threshold`` is the probability that ends a
+    turn."""
 
     def __init__(self, *, names: list[str], mean: list[float], scale: list[float],
                  layers: list[dict], threshold: float, meta: dict | None = None) -> None:
-        if names != feature_names():
-            raise ValueError("the turn model was trained on other features; retrain it "
-                             "(training/turn/train.py)")
+        known = feature_names()
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"the turn model reads features this version does not compute "
+                             f"({', '.join(unknown)}); retrain it (training/turn/train.py)")
         self.names = names
+        self._columns = [known.index(n) for n in names]
         self.mean = np.asarray(mean, np.float64)
         self.scale = np.asarray(scale, np.float64)
         self.layers = [(np.asarray(layer["w"], np.float64), np.asarray(layer["b"], np.float64))
@@ -83,8 +88,8 @@ class TurnModel:
         return float(self.predict(np.asarray([features(evidence, silence)]))[0])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for rows of raw feature vectors."""
-        h = (x - self.mean) / self.scale
+        """Probabilities for rows of :func:`features` vectors (every feature, in order)."""
+        h = (x[:, self._columns] - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:

@@ -15,6 +15,10 @@ Whisper transcribes whole windows, not streams, so streaming is built on top of 
 * A decode pads the audio with ``_PAD_S`` of silence, not to Whisper's full 30 s window: the
   encoder's cost grows with the window, and on the shared clips the short window transcribes
   the same words 2-3x faster (with less than ~3 s of padding Whisper starts repeating itself).
+  A final decode (the one at a pause, whose end probability the endpointer reads) pads with
+  ``_FINAL_PAD_S``: at the shared clips' pauses the end probability told finished sentences
+  from cut ones with an AUC of 0.87 at 6 s, 0.90 at 9 s, 0.93 at 12 s, 0.92 at 15 s and 0.90
+  at 30 s, for about 40 ms more per decode than 6 s.
   On very short utterances the short window can still loop ("ten of clubs" read as "10 of
   clubs 10 of clubs 10 of clubs 10"), so every decode is checked the way faster-whisper
   checks its own: a decode that ends in a loop of tokens, whose text compresses too well or
@@ -50,8 +54,9 @@ from voiceagent.wer import edit_distances, normalize
 
 SAMPLE_RATE = 16_000
 _MIN_DECODE_S = 0.3  # on shorter audio Whisper invents words ("you", "Thank you.")
-_PAD_S = 6.0         # silence after the audio in a decode's window
-_WINDOW_S = 30.0 - _PAD_S  # the most tail audio decoded at once; Whisper's limit is 30 s
+_PAD_S = 6.0         # silence after the audio in a partial decode's window
+_FINAL_PAD_S = 12.0  # ... and in a final one (its end probability separates better)
+_WINDOW_S = 30.0 - _FINAL_PAD_S  # the most tail audio decoded at once (Whisper hears 30 s)
 _TAIL_S = 12.0       # the most audio a partial or pause decode takes (older audio is committed)
 _KEEP_S = 6.0        # at least this much stays after a commit, as context for the next decode
 _TOKENS_PER_S = 8    # generation cap: speech rarely makes 5 tokens/s, a repetition loop stops
@@ -160,9 +165,10 @@ class WhisperSTT:
         probability that what was said ends where it stops. Blocking; call from a worker thread."""
         if len(audio) > _WINDOW_S * SAMPLE_RATE:
             raise ValueError(f"whisper decodes at most {_WINDOW_S:.0f} s at once")
-        transcript, suspect = self._decode_window(audio, _PAD_S, final)
+        pad = _FINAL_PAD_S if final else _PAD_S
+        transcript, suspect = self._decode_window(audio, pad, final)
         full = 30.0 - len(audio) / SAMPLE_RATE
-        if suspect and full > _PAD_S:
+        if suspect and full > pad:
             transcript, _ = self._decode_window(audio, full, final)
         return transcript
 

@@ -69,6 +69,8 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=int, default=0, help="at most this many utterances")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="measure only every N-th utterance from the K-th (parallel runs)")
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
     opts = EndpointingOptions()
@@ -76,8 +78,11 @@ def main() -> None:
     vad = registry.get("vad", "silero")
     detector = registry.get("turn", "smart-turn")
     rows = [(Path(d), json.loads(line)) for d in args.data
-            for line in (Path(d) / "manifest.jsonl").read_text().splitlines() if line.strip()]
+            for line in (Path(d) / "manifest.jsonl").read_text().splitlines()
+            if line.endswith("}")]  # a manifest still being written may end mid-line
     rows = [(d, r) for d, r in rows if r.get("kind", "turn") == "turn"]
+    shard, shards = (int(k) for k in args.shard.split("/"))
+    rows = rows[shard::shards]
     order = rng.permutation(len(rows))
     if args.limit:
         order = order[:args.limit]
