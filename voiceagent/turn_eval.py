@@ -179,7 +179,7 @@ def evaluate(measured: list[tuple[Case, list[Pause]]], opts: EndpointingOptions)
         if case.kind == "complete":
             last = pauses[-1] if pauses else None
             decided = decision(last, opts) if last else None
-            if decided is None:
+            if last is None or decided is None:
                 missed += 1
             else:
                 delays.append(decided - last.speech_end)
