@@ -48,7 +48,7 @@ from ..graph import Node
 from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 from ..turn_policy import required_silence, uses_end_probability
-from ..wer import normalize
+from ..text import normalize
 
 AUDIO_CONTEXT = 8.0  # seconds of speech the audio model hears
 
