@@ -4,9 +4,9 @@ and the barge-in stop latency.
     python benchmarks/turn_taking.py [--data DIR] [--clips ...] [--runs 3] [--telephone]
         [--json]
 
-Test set (voiceagent.turn_eval): every clip whole with silence after it (complete turns), and
-split at word boundaries with 0.5/1.0/1.5 s of silence inserted mid-sentence (unfinished
-turns). Each pause is measured with the real models (their scores and latencies on this
+Test set (voiceagent_eval.turn_eval): every clip whole with silence after it (complete
+turns), and split at word boundaries with 0.5/1.0/1.5 s of silence inserted mid-sentence
+(unfinished turns). Each pause is measured with the real models (their scores and latencies on this
 machine); each policy setting is then replayed over the measurements. Barge-in: a real session
 answers a clip; once the agent has talked for 1 s a second clip is spoken over it; the latency
 runs from the user's speech onset to the agent's audio going silent, and to the interruption
@@ -29,7 +29,7 @@ from voiceagent.events import BargeInEvent, UserSpeakingEvent
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.telephony.media import PCMU, TELEPHONE_RATE
 from voiceagent.transports.file import FileAudioOutput
-from voiceagent.turn_eval import (
+from voiceagent_eval.turn_eval import (
     ScriptedUserInput,
     build_cases,
     evaluate,

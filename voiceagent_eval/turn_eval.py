@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .agent import EndpointingOptions
-from .audio import PIPELINE_RATE
-from .turn_policy import required_silence, uses_end_probability
-from .wer import normalize
+from voiceagent.agent import EndpointingOptions
+from voiceagent.audio import PIPELINE_RATE
+from voiceagent.turn_policy import required_silence, uses_end_probability
+from voiceagent.text import normalize
 
 FRAME = 0.02
 INSERTED_PAUSES = (0.5, 1.0, 1.5)
@@ -96,7 +96,7 @@ def _mid_sentence(words: list, i: int) -> bool:
 def vad_segments(vad, audio: np.ndarray,
                  opts: EndpointingOptions) -> list[tuple[float, float, float]]:
     """(speech start, speech end, when the end was reported), as the VAD node sees them."""
-    from .nodes.vad import SpeechSegmenter
+    from voiceagent.nodes.vad import SpeechSegmenter
 
     stream, segmenter, win = vad.stream(), SpeechSegmenter(opts), vad.window_samples
     segments, start = [], 0.0
@@ -201,7 +201,7 @@ class ScriptedUserInput:
         self.second_at: float | None = None  # media time the second utterance began
 
     def node(self, runtime):
-        from .transports.base import AudioSourceNode
+        from voiceagent.transports.base import AudioSourceNode
 
         script = self
 
