@@ -18,7 +18,7 @@ from common import clips, emit, median, parser
 from voiceagent import registry
 from voiceagent.audio import load_audio
 from voiceagent.loader import parse_options
-from voiceagent.wer import pooled_wer, word_error_rate
+from voiceagent_eval.wer import pooled_wer, word_error_rate
 
 PIECE = 320  # 20 ms at 16 kHz
 

@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as `python benchmarks/x.py` from a checkout
 
-from voiceagent.speechdata import Clip, load_manifest  # noqa: E402
+from voiceagent_eval.speechdata import Clip, load_manifest  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "speech"
 

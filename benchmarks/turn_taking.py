@@ -4,7 +4,7 @@ endpointer, Smart Turn alone and VAD only; and the barge-in stop latency.
     python benchmarks/turn_taking.py [--data DIR] [--clips ...] [--runs 3] [--telephone]
         [--noise SNR_DB] [--no-barge-in] [--json]
 
-Test set (voiceagent.turn_eval): every clip whole with silence after it (complete turns), and
+Test set (voiceagent_eval.turn_eval): every clip whole with silence after it (complete turns), and
 split at word boundaries with 0.5/1.0/1.5 s of silence inserted mid-sentence (unfinished
 turns). Each pause is measured with the real models (their scores and latencies on this
 machine); each policy is then replayed over the measurements, at its default and over a sweep
@@ -33,7 +33,8 @@ from voiceagent.audio import load_audio
 from voiceagent.events import BargeInEvent, UserSpeakingEvent
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioOutput
-from voiceagent.turn_eval import (
+from voiceagent.turn_model import TurnModel
+from voiceagent_eval.turn_eval import (
     ScriptedUserInput,
     build_cases,
     curve,
@@ -43,7 +44,6 @@ from voiceagent.turn_eval import (
     measure_pauses,
     silent_from,
 )
-from voiceagent.turn_model import TurnModel
 
 LATENCIES = ("audio_latency", "decode_latency")
 BOUNDS = tuple(np.round(np.arange(0.30, 0.996, 0.01), 3))

@@ -26,7 +26,7 @@ from voiceagent.events import AgentTextEvent, ErrorEvent, UserTranscriptEvent
 from voiceagent.runner import converse_with_file
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioInput, FileAudioOutput
-from voiceagent.wer import word_error_rate
+from voiceagent_eval.wer import word_error_rate
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTIONS = "You are a friendly voice assistant. Answer in one short sentence."

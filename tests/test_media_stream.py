@@ -46,7 +46,7 @@ from voiceagent.telephony.serializers import (
     StreamStop,
     TwilioSerializer,
 )
-from voiceagent.wer import word_error_rate
+from voiceagent_eval.wer import word_error_rate
 
 AGENT = Agent("You are a friendly voice assistant. Answer in one short sentence.")
 TOKEN = "s3cret-token"

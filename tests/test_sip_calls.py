@@ -33,7 +33,7 @@ from voiceagent.session import resolve_backends
 from voiceagent.telephony.media import TELEPHONE_RATE
 from voiceagent.telephony.sip_register import RegistrationOptions
 from voiceagent.telephony.sip_server import SipOptions, SipServer
-from voiceagent.wer import word_error_rate
+from voiceagent_eval.wer import word_error_rate
 from voiceagent_plugins.openai_llm import OpenAILLM
 
 pytestmark = [

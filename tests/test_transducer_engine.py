@@ -86,3 +86,39 @@ async def test_streams_join_and_leave_while_others_run():
         stream = alone.stream()
         assert tokens == await stream.feed(samples, flush=True)
         stream.close()
+
+
+async def test_closing_the_last_stream_does_not_wait_for_the_worker(monkeypatch):
+    """A session that closes never waits for a thread: the worker finishes its step on its
+    own, and a worker started meanwhile waits for it (the model never runs twice at once)."""
+    import threading
+    import time
+
+    engine = TransducerEngine(random_model(), "rnnt")
+    step, inside, most = engine._round, [0], [0]
+    entered = threading.Event()
+
+    def slow_round(active):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        entered.set()
+        time.sleep(0.5)
+        try:
+            return step(active)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(engine, "_round", slow_round)
+    first = engine.stream()
+    feeding = asyncio.ensure_future(first.feed(clips()[0][:8000]))
+    assert await asyncio.to_thread(entered.wait, 10)
+    t0 = time.monotonic()
+    first.close()
+    assert time.monotonic() - t0 < 0.1  # it did not join the worker in its 0.5 s step
+    second = engine.stream()  # while the first worker is still in its step
+    try:
+        tokens = await asyncio.wait_for(second.feed(clips()[1], flush=True), 30)
+    finally:
+        second.close()
+    await asyncio.gather(feeding, return_exceptions=True)
+    assert isinstance(tokens, list) and most[0] == 1

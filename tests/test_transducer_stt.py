@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 from voiceagent import registry  # noqa: E402
 from voiceagent.audio import load_audio  # noqa: E402
 from voiceagent.backends import STT, STTStream  # noqa: E402
-from voiceagent.wer import pooled_wer, word_error_rate  # noqa: E402
+from voiceagent_eval.wer import pooled_wer, word_error_rate  # noqa: E402
 
 PIECE = 320  # 20 ms
 # Measured with the shipped checkpoint (see docs/transducer.md), plus a margin.

@@ -31,9 +31,9 @@ from voiceagent.runtime import SessionRuntime
 from voiceagent.runner import converse_with_file
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioOutput
-from voiceagent.turn_eval import ScriptedUserInput, silent_from
+from voiceagent.text import normalize
 from voiceagent.turn_policy import required_silence
-from voiceagent.wer import normalize
+from voiceagent_eval.turn_eval import ScriptedUserInput, silent_from
 
 STORY = "You are a storyteller. Always answer with a long story of at least six sentences."
 

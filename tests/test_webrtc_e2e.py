@@ -24,8 +24,8 @@ from webrtc_harness import (
 from voiceagent import Agent
 from voiceagent.server import ServerConfig, create_app
 from voiceagent.session import resolve_backends
-from voiceagent.speechdata import load_manifest
-from voiceagent.wer import word_error_rate
+from voiceagent_eval.speechdata import load_manifest
+from voiceagent_eval.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from voiceagent.speechdata import Clip, load_manifest
-from voiceagent.wer import edit_distance, edit_distances, normalize, pooled_wer, word_error_rate
+from voiceagent.text import edit_distances, normalize
+from voiceagent_eval.speechdata import Clip, load_manifest
+from voiceagent_eval.wer import edit_distance, pooled_wer, word_error_rate
 
 
 @pytest.mark.parametrize(("text", "words"), [

@@ -18,8 +18,9 @@ from voiceagent import registry
 from voiceagent.audio import load_audio
 from voiceagent.backends import STTStream, Transcript
 from voiceagent.errors import AudioInputError, ConfigError
-from voiceagent.speechdata import Clip, load_manifest
-from voiceagent.wer import normalize, pooled_wer, word_error_rate
+from voiceagent.text import normalize
+from voiceagent_eval.speechdata import Clip, load_manifest
+from voiceagent_eval.wer import pooled_wer, word_error_rate
 
 pytest.importorskip("faster_whisper")
 from voiceagent_plugins.whisper_stt import WhisperSTT  # noqa: E402

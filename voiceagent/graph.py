@@ -31,6 +31,7 @@ from .frames import (
     StartFrame,
     SystemFrame,
 )
+from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ class Graph:
     def __init__(self, name: str = "graph") -> None:
         self.name = name
         self.nodes: list[Node] = []
-        self._tasks: set[asyncio.Task] = set()
+        self._helpers = TaskSet(on_failure=self._on_helper_failed)
         self._node_tasks: dict[asyncio.Task, Node] = {}
         self._error_handlers: list[ErrorHandler] = []
         self._observers: list[Callable[[SystemFrame], Any]] = []
@@ -338,18 +339,11 @@ class Graph:
         return [n for n in self.nodes if n._upstream_count == 0]
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=f"{self.name}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._on_helper_done)
-        return task
+        return self._helpers.spawn(coro, f"{self.name}:{name}")
 
-    def _on_helper_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.warning("helper task %s failed", task.get_name(), exc_info=exc)
-            self._dispatch_error(ErrorFrame(source=task.get_name().split(":", 1)[-1],
-                                            message=f"{type(exc).__name__}: {exc}"))
+    def _on_helper_failed(self, task: asyncio.Task, exc: BaseException) -> None:
+        self._dispatch_error(ErrorFrame(source=task.get_name().split(":", 1)[-1],
+                                        message=f"{type(exc).__name__}: {exc}"))
 
     async def start(self) -> None:
         if self._started:
@@ -412,17 +406,13 @@ class Graph:
         if graceful and self._node_tasks and self.fatal_error is None:
             await self.end()
             await self.wait(timeout)
-        tasks = list(self._node_tasks) + list(self._tasks)
+        tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        while self._tasks:  # helper tasks spawned during cancellation
-            pending = list(self._tasks)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._helpers.cancel_all()  # helper tasks spawned during cancellation
         self._finished.set()
 
     @property
     def tasks(self) -> Iterable[asyncio.Task]:
-        return [*self._node_tasks, *self._tasks]
+        return [*self._node_tasks, *self._helpers]

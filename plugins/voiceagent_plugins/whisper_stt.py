@@ -50,7 +50,7 @@ from voiceagent.backends import Transcript
 from voiceagent.deps import require
 from voiceagent.errors import ConfigError
 from voiceagent.registry import BackendOptions, validate_options
-from voiceagent.wer import edit_distances, normalize
+from voiceagent.text import edit_distances, normalize
 
 SAMPLE_RATE = 16_000
 _MIN_DECODE_S = 0.3  # on shorter audio Whisper invents words ("you", "Thank you.")

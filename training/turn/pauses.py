@@ -6,9 +6,9 @@ training set.
 Each synthetic utterance (``synth.py``'s manifest: audio with Whisper's word timings) goes
 through a random channel (clean, a G.711 phone line, noise at 5-20 dB SNR, a reverberant
 room), then becomes a complete turn and turns split at a word with a pause of 0.3-2.5 s
-inserted (:func:`voiceagent.turn_eval.build_cases`). Every pause the VAD finds is scored by
+inserted (:func:`voiceagent_eval.turn_eval.build_cases`). Every pause the VAD finds is scored by
 the models the endpointer runs (Smart Turn, Whisper's decode with its end probability) and
-its prosody measured (:func:`voiceagent.turn_eval.measure_pauses`), exactly as the benchmark
+its prosody measured (:func:`voiceagent_eval.turn_eval.measure_pauses`), exactly as the benchmark
 does on real recordings. Only synthetic speech goes in: the real clips are evaluation data.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from voiceagent import registry
 from voiceagent.agent import EndpointingOptions
 from voiceagent.audio import load_audio
-from voiceagent.turn_eval import Case, Pause, build_cases, measure_pauses
+from voiceagent_eval.turn_eval import Case, Pause, build_cases, measure_pauses
 
 from .augment import add_noise, phone_line, reverb
 

@@ -31,7 +31,8 @@ import numpy as np
 import soundfile as sf
 
 from training.turn import texts, voices
-from voiceagent.wer import edit_distance, normalize
+from voiceagent.text import normalize
+from voiceagent_eval.wer import edit_distance
 
 RATE = voices.RATE
 MAX_MISMATCH = 0.35  # word error rate (numbers and fillers aside) above which a clip is broken

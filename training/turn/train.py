@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from voiceagent.agent import EndpointingOptions
-from voiceagent.turn_eval import evaluate
+from voiceagent_eval.turn_eval import evaluate
 from voiceagent.turn_model import TurnModel, feature_names, features
 
 from .pauses import MeasuredCase

@@ -47,10 +47,10 @@ from ..frames import (
 from ..graph import Node
 from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
+from ..text import normalize
 from ..turn_features import Prosody, prosody, speaking_rate, text_shape
 from ..turn_model import PauseEvidence, TurnModel
 from ..turn_policy import required_silence, turn_over, uses_end_probability
-from ..wer import normalize
 
 AUDIO_CONTEXT = 8.0  # seconds of speech the audio model hears
 

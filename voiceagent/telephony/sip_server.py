@@ -15,13 +15,13 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, Field
 
 from ..agent import Agent
 from ..events import DTMF_KEYS, Event
+from ..tasks import TaskSet
 from .rtp import JitterBuffer, RtpEndpoint
 from .sdp import AudioOffer, SDPError, build_answer, parse_offer
 from .sip_call import T1, T2, Dialog, SipCall
@@ -76,7 +76,7 @@ class SipServer(asyncio.DatagramProtocol):
         self.subscribers = list(subscribers)
         self.transport: asyncio.DatagramTransport | None = None
         self.calls: dict[str, SipCall] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self._pending: dict[str, asyncio.Future[SipMessage]] = {}  # our requests, by branch
         self._responses: OrderedDict[tuple[str, str, str], tuple[float, bytes]] = OrderedDict()
         self._starting: set[str] = set()  # Call-IDs whose INVITE is being answered
@@ -92,7 +92,7 @@ class SipServer(asyncio.DatagramProtocol):
             self.registrar = Registrar(
                 self.options.registration, self.request,
                 lambda peer: f"{self._contact_host(peer)}:{self.address[1]}")
-            self._spawn(self.registrar.run(), "register")
+            self._tasks.spawn(self.registrar.run(), "register")
 
     @property
     def address(self) -> tuple[str, int]:
@@ -108,24 +108,9 @@ class SipServer(asyncio.DatagramProtocol):
         await asyncio.gather(*calls, return_exceptions=True)
         if self.registrar is not None:
             await self.registrar.unregister()
-        while self._tasks:
-            pending = list(self._tasks)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self.transport is not None:
             self.transport.close()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     # -- the wire -------------------------------------------------------------------------
 
@@ -224,7 +209,7 @@ class SipServer(asyncio.DatagramProtocol):
             return
         self.send(response(msg, 100), source)
         self._starting.add(msg.call_id)
-        self._spawn(self._answer(msg, source, offer), f"sip-answer-{msg.call_id[:16]}")
+        self._tasks.spawn(self._answer(msg, source, offer), f"sip-answer-{msg.call_id[:16]}")
 
     async def _answer(self, invite: SipMessage, source: tuple[str, int],
                       offer: AudioOffer) -> None:
@@ -260,7 +245,7 @@ class SipServer(asyncio.DatagramProtocol):
         call.answer = answer
         self.calls[call.call_id] = call
         self.send(answer, source)
-        self._spawn(self._run_call(call), f"sip-call-{call.call_id[:16]}")
+        self._tasks.spawn(self._run_call(call), f"sip-call-{call.call_id[:16]}")
 
     async def _run_call(self, call: SipCall) -> None:
         try:

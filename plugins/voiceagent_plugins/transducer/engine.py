@@ -65,8 +65,9 @@ class TransducerEngine:
             else GreedyDecoder(model, tdt=decoding == "tdt"))
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.batch_sizes: list[int] = []  # encoder batch sizes, for tests and benchmarks
-        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._queue: queue.Queue[_Request | None] = queue.Queue()  # the running worker's
         self._thread: threading.Thread | None = None
+        self._stopping: threading.Thread | None = None  # told to stop, maybe still stepping
         self._open = 0
         self._lock = threading.Lock()
 
@@ -74,8 +75,10 @@ class TransducerEngine:
         with self._lock:
             self._open += 1
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="transducer-engine",
-                                                daemon=True)
+                self._queue = queue.Queue()
+                self._thread = threading.Thread(target=self._work,
+                                                args=(self._queue, self._stopping),
+                                                name="transducer-engine", daemon=True)
                 self._thread.start()
         return EngineStream(self)
 
@@ -86,23 +89,28 @@ class TransducerEngine:
                 self._stop()
 
     def close(self) -> None:
-        """Stop the worker (it finishes the step it is in: milliseconds)."""
+        """Stop the worker (it finishes the step it is in)."""
         with self._lock:
             self._stop()
 
     def _stop(self) -> None:
+        """Tell the worker to stop after its step, without waiting for it (a closing session
+        never waits for a thread): a worker started later waits for it instead, so the model
+        never runs twice at once."""
         if self._thread is not None:
             self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+            self._stopping, self._thread = self._thread, None
 
     # ---------------------------------------------------------------- worker thread
 
-    def _work(self) -> None:
+    def _work(self, requests: queue.Queue[_Request | None],
+              previous: threading.Thread | None) -> None:
+        if previous is not None:
+            previous.join()
         active: list[_Request] = []
         while True:
             if not active:  # idle: wait for a request that completes a chunk ...
-                item = self._queue.get()
+                item = requests.get()
                 if item is None:
                     return
                 if not self._cut(item):
@@ -111,26 +119,27 @@ class TransducerEngine:
                 deadline = time.monotonic() + self.max_wait  # ... then briefly for company
                 while len(active) < self.max_batch:
                     wait = deadline - time.monotonic()
-                    if wait <= 0 or not self._take(active, wait):
+                    if wait <= 0 or not self._take(requests, active, wait):
                         break
             else:  # busy: take whatever arrived, without waiting
-                self._take(active, None)
+                self._take(requests, active, None)
             if active and active[-1] is None:
                 self._fail(active[:-1], "the transducer engine was closed")
                 return
             active = self._round(active)
 
-    def _take(self, active: list, wait: float | None) -> bool:
+    def _take(self, requests: queue.Queue[_Request | None], active: list,
+              wait: float | None) -> bool:
         """Move queued requests into ``active`` (waiting up to ``wait`` s for the first one;
         ``None``: do not wait). A close sentinel is appended last."""
         try:
-            item = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
+            item = requests.get(timeout=wait) if wait else requests.get_nowait()
         except queue.Empty:
             return False
         active.append(item)
         while item is not None:
             try:
-                item = self._queue.get_nowait()
+                item = requests.get_nowait()
             except queue.Empty:
                 break
             active.append(item)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voiceagent.wer import pooled_wer
+from voiceagent_eval.wer import pooled_wer
 
 from .decoding import GreedyDecoder
 from .checkpoint import load, save

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .agent import EndpointingOptions
-from .audio import PIPELINE_RATE
-from .turn_features import Prosody, prosody, speaking_rate, text_shape
-from .turn_model import PauseEvidence, TurnModel
-from .turn_policy import turn_over, uses_end_probability
-from .wer import normalize
+from voiceagent.agent import EndpointingOptions
+from voiceagent.audio import PIPELINE_RATE
+from voiceagent.text import normalize
+from voiceagent.turn_features import Prosody, prosody, speaking_rate, text_shape
+from voiceagent.turn_model import PauseEvidence, TurnModel
+from voiceagent.turn_policy import turn_over, uses_end_probability
 
 FRAME = 0.02
 INSERTED_PAUSES = (0.5, 1.0, 1.5)
@@ -107,7 +107,7 @@ def _mid_sentence(words: list, i: int) -> bool:
 def vad_segments(vad, audio: np.ndarray,
                  opts: EndpointingOptions) -> list[tuple[float, float, float]]:
     """(speech start, speech end, when the end was reported), as the VAD node sees them."""
-    from .nodes.vad import SpeechSegmenter
+    from voiceagent.nodes.vad import SpeechSegmenter
 
     stream, segmenter, win = vad.stream(), SpeechSegmenter(opts), vad.window_samples
     segments, start = [], 0.0
@@ -200,7 +200,7 @@ def evaluate(measured: list[tuple[Case, list[Pause]]], opts: EndpointingOptions,
         if case.kind == "complete":
             last = pauses[-1] if pauses else None
             decided = decision(last, opts, model) if last else None
-            if decided is None:
+            if last is None or decided is None:
                 missed += 1
             else:
                 delays.append(decided - last.speech_end)
@@ -222,7 +222,7 @@ class ScriptedUserInput:
         self.second_at: float | None = None  # media time the second utterance began
 
     def node(self, runtime):
-        from .transports.base import AudioSourceNode
+        from voiceagent.transports.base import AudioSourceNode
 
         script = self
 
