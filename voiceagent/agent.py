@@ -19,7 +19,10 @@ class EndpointingOptions(BaseModel):
     after ``complete_silence``, a low one waits up to ``incomplete_silence``. The
     transcript's score is the recogniser's own probability that a sentence ends there
     (Whisper hears the words and the intonation), or the local LLM's for a recogniser that
-    has none. ``max_turn`` bounds a turn whatever the signals say, so noise or
+    has none. ``model`` mode asks the learned end-of-turn model (voiceagent/turn_model.py,
+    trained on synthetic speech only) at every 20 ms of the pause whether the turn is over,
+    from the same scores, the transcript's last word and the silence so far; any pause ends
+    at ``incomplete_silence``. ``max_turn`` bounds a turn whatever the signals say, so noise or
     hold music cannot stall a session. Defaults come from a grid search with
     benchmarks/turn_taking.py over the shared clips: the lowest false cut-off rate, then the
     shortest delay (docs/benchmarks.md has the curve).

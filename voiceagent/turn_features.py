@@ -34,14 +34,15 @@ CONJUNCTIONS = {"and", "or", "but", "so", "because", "cause", "if", "then", "tha
                 "than", "as", "plus", "nor"}
 PREPOSITIONS = {"to", "for", "of", "in", "at", "on", "with", "from", "by", "about", "into",
                 "onto", "over", "under", "between", "through", "after", "before", "around",
-                "like", "near", "without", "within", "per", "via", "towards", "toward"}
+                "near", "without", "within", "per", "via", "towards", "toward"}
 DETERMINERS = {"the", "a", "an", "my", "your", "his", "her", "our", "their", "its", "this",
                "these", "those", "some", "any", "every", "each", "no", "another", "more"}
 SUBJECTS = {"i", "we", "you", "he", "she", "they", "it", "i'm", "we're", "you're", "it's",
             "there's", "is", "are", "was", "were", "will", "would", "can", "could", "should",
             "shall", "may", "might", "must", "have", "has", "had", "do", "does", "did", "am",
             "be", "been", "not", "don't", "can't", "i'd", "i'll", "let's", "want", "need"}
-FILLERS = {"um", "uh", "er", "erm", "hmm", "mm", "ah", "uhm", "eh", "well", "like"}
+# "like" and "well" are left out: they end finished turns too ("What's the weather like?")
+FILLERS = {"um", "uh", "er", "erm", "hmm", "mm", "ah", "uhm", "eh"}
 NUMBERS = {"zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight",
            "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
            "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty",

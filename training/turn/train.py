@@ -161,7 +161,8 @@ def main() -> None:
           f"{len(x)} rows ({y.mean():.0%} end of turn); valid {len(valid)} cases, {len(vx)} rows")
     names = [n for n in feature_names() if n.startswith(tuple(args.features))]
     model = fit(x, y, w, names, args.hidden, args.seed, args.epochs)
-    print(f"log loss: train {log_loss(model, x, y, w):.4f}, valid {log_loss(model, vx, vy, vw):.4f}")
+    print(f"log loss: train {log_loss(model, x, y, w):.4f}, "
+          f"valid {log_loss(model, vx, vy, vw):.4f}")
     threshold, curve = choose_threshold(model, valid, args.max_cutoffs, opts)
     model.threshold = threshold
     chosen = next(c for c in curve if c["threshold"] == threshold)
