@@ -261,7 +261,8 @@ class CurvePoint:
     cutoff_rate: float
 
 
-def curve(measured: list[tuple[Case, list[Pause]]], settings: list[tuple[float, EndpointingOptions]],
+def curve(measured: list[tuple[Case, list[Pause]]],
+          settings: list[tuple[float, EndpointingOptions]],
           model: TurnModel | None = None) -> list[CurvePoint]:
     """Delay against false cut-offs of one policy over a sweep of its parameter."""
     points = []
