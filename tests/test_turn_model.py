@@ -12,7 +12,7 @@ from voiceagent.audio import PIPELINE_RATE, load_audio
 from voiceagent.events import UserSpeakingEvent, UserTurnEvent
 from voiceagent.runner import converse_with_file
 from voiceagent.session import resolve_backends
-from voiceagent.turn_features import prosody, speaking_rate, text_shape
+from voiceagent.turn_features import prosody, text_shape
 from voiceagent.turn_model import PauseEvidence, TurnModel, feature_names, shipped_model
 from voiceagent.turn_policy import turn_over
 from voiceagent.text import normalize
@@ -24,8 +24,7 @@ MODEL = EndpointingOptions(mode="model")
 def evidence(end: float, audio: float, text: str, clip: np.ndarray | None = None,
              seconds: float = 2.0) -> PauseEvidence:
     tone = clip if clip is not None else np.zeros(PIPELINE_RATE, np.float32)
-    return PauseEvidence(end, audio, text_shape(text), prosody(tone),
-                         speaking_rate(text, seconds))
+    return PauseEvidence.of(end, audio, text, prosody(tone), seconds)
 
 
 # -- the model, as logic ----------------------------------------------------------------------

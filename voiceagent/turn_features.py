@@ -61,13 +61,17 @@ class Prosody:
     voiced: float  # share of voiced frames in the turn (low: noise, a whisper)
 
 
+#: the prosody of audio too short to measure, or of a turn whose model does not read it
+UNMEASURED = Prosody(0.0, 0.0, 0.0, 0.0, 0.0)
+
+
 def prosody(audio: np.ndarray, speech_end: float | None = None) -> Prosody:
     """The prosody of ``audio`` (16 kHz, the turn so far) up to ``speech_end`` seconds
     from its start (default: its end)."""
     end = len(audio) if speech_end is None else int(min(speech_end * RATE, len(audio)))
     x = np.asarray(audio[max(0, end - int(_CONTEXT * RATE)):end], dtype=np.float32)
     if len(x) < _WIN * 4:
-        return Prosody(0.0, 0.0, 0.0, 0.0, 0.0)
+        return UNMEASURED
     frames = np.lib.stride_tricks.sliding_window_view(x, _WIN)[::_HOP]
     energy = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10)
     loud = float(np.percentile(energy, 90))

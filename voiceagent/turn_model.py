@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .turn_features import Prosody, TextShape
+from .turn_features import Prosody, TextShape, speaking_rate, text_shape
 
 #: the shipped model (training/turn/train.py writes it)
 MODEL_FILE = "turn_model.json"
@@ -37,6 +37,14 @@ class PauseEvidence:
     shape: TextShape
     prosody: Prosody
     rate: float  # words per second of speech
+
+    @classmethod
+    def of(cls, end_probability: float, audio_score: float, transcript: str,
+           prosody: Prosody, speech_seconds: float) -> PauseEvidence:
+        """The evidence of a pause from the transcript decoded at it and the turn's speech
+        so far (the endpointer and the benchmark build it alike)."""
+        return cls(end_probability, audio_score, text_shape(transcript), prosody,
+                   speaking_rate(transcript, speech_seconds))
 
 
 def _logit(p: float) -> float:
@@ -82,6 +90,11 @@ class TurnModel:
                        for layer in layers]
         self.threshold = threshold
         self.meta = meta or {}
+
+    def reads(self, prefix: str) -> bool:
+        """Whether the model reads a feature whose name starts with ``prefix`` (what it does
+        not read need not be computed)."""
+        return any(n.startswith(prefix) for n in self.names)
 
     def probability(self, evidence: PauseEvidence, silence: float) -> float:
         """P(the turn is over) after ``silence`` seconds of this pause."""

@@ -6,8 +6,6 @@ measured is what runs.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .agent import EndpointingOptions
 from .turn_model import PauseEvidence, TurnModel
 
@@ -49,8 +47,8 @@ def turn_over(opts: EndpointingOptions, silence: float, audio: float | None,
               text: float | None, evidence: PauseEvidence | None = None,
               model: TurnModel | None = None) -> bool:
     """Whether ``silence`` seconds into a pause end the turn, given the scores known so far.
-    In ``model`` mode the learned model decides once both scores are in (``evidence`` holds
-    the rest of what it reads), and ``incomplete_silence`` ends any pause."""
+    In ``model`` mode the learned model decides from ``evidence`` (which carries the same
+    scores) once both scores are in, and ``incomplete_silence`` ends any pause."""
     if opts.mode != "model":
         return silence >= required_silence(opts, audio, text)
     if silence >= opts.incomplete_silence:
@@ -58,5 +56,4 @@ def turn_over(opts: EndpointingOptions, silence: float, audio: float | None,
     if audio is None or text is None or evidence is None or model is None:
         return False
     threshold = model.threshold if opts.model_threshold is None else opts.model_threshold
-    known = replace(evidence, end_probability=text, audio_score=audio)
-    return model.probability(known, silence) >= threshold
+    return model.probability(evidence, silence) >= threshold

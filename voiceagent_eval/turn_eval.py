@@ -24,7 +24,7 @@ import numpy as np
 from voiceagent.agent import EndpointingOptions
 from voiceagent.audio import PIPELINE_RATE
 from voiceagent.text import normalize
-from voiceagent.turn_features import Prosody, prosody, speaking_rate, text_shape
+from voiceagent.turn_features import Prosody, prosody
 from voiceagent.turn_model import PauseEvidence, TurnModel
 from voiceagent.turn_policy import turn_over, uses_end_probability
 
@@ -58,8 +58,8 @@ class Pause:
 
     def evidence(self, opts: EndpointingOptions) -> PauseEvidence:
         """What the learned model reads at this pause (with the text score ``opts`` uses)."""
-        return PauseEvidence(self.text_score(opts)[0], self.audio_score, text_shape(self.text),
-                             self.prosody, speaking_rate(self.text, self.speech_seconds))
+        return PauseEvidence.of(self.text_score(opts)[0], self.audio_score, self.text,
+                                self.prosody, self.speech_seconds)
 
     def text_score(self, opts: EndpointingOptions) -> tuple[float, float]:
         """The transcript's score the endpointer uses, and when it has it (after the report)."""

@@ -48,7 +48,7 @@ from ..graph import Node
 from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 from ..text import normalize
-from ..turn_features import Prosody, prosody, speaking_rate, text_shape
+from ..turn_features import UNMEASURED, Prosody, prosody
 from ..turn_model import PauseEvidence, TurnModel
 from ..turn_policy import required_silence, turn_over, uses_end_probability
 
@@ -62,6 +62,7 @@ class _Pause:
     audio: float | None = None
     text: float | None = None
     prosody: Prosody | None = None  # of the speech before the pause (model mode)
+    evidence: PauseEvidence | None = None  # model mode: built once everything is in
 
 
 @dataclass
@@ -172,14 +173,14 @@ class EndpointerNode(Node):
         return required_silence(self._opts, self._pause.audio, self._pause.text)
 
     def _turn_over(self, silence: float) -> bool:
-        pause, evidence = self._pause, None
-        if self._model is not None and pause.prosody is not None and pause.text is not None:
+        pause = self._pause
+        if (self._model is not None and pause.evidence is None and pause.prosody is not None
+                and pause.text is not None and pause.audio is not None):
             assert self._speech_end is not None
-            evidence = PauseEvidence(
-                pause.text, pause.audio if pause.audio is not None else 0.0,
-                text_shape(self._words), pause.prosody,
-                speaking_rate(self._words, self._speech_end - self._turn_start))
-        return turn_over(self._opts, silence, pause.audio, pause.text, evidence, self._model)
+            pause.evidence = PauseEvidence.of(pause.text, pause.audio, self._words,
+                                              pause.prosody, self._speech_end - self._turn_start)
+        return turn_over(self._opts, silence, pause.audio, pause.text, pause.evidence,
+                         self._model)
 
     def _score(self, coro) -> None:
         self._scoring.append(self.spawn(coro, "score"))
@@ -197,7 +198,8 @@ class EndpointerNode(Node):
         pause.audio = await asyncio.to_thread(self._detector.probability, audio)
         if self._model is not None:
             speech_end = max(0.0, len(audio) / 16_000 - since_speech)
-            pause.prosody = await asyncio.to_thread(prosody, audio, speech_end)
+            pause.prosody = (await asyncio.to_thread(prosody, audio, speech_end)
+                             if self._model.reads("prosody_") else UNMEASURED)
 
     async def _score_text(self, text: str) -> None:
         assert self._completeness is not None
