@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from voiceagent.audio import check_finite, to_mono_float
 from voiceagent.backends import Transcript
@@ -99,14 +100,14 @@ class WhisperOptions(BackendOptions):
     model: Path | None = None
     compute_type: str = "int8"
     #: threads per decode (0: the library's default)
-    cpu_threads: int = 0
+    cpu_threads: int = Field(0, ge=0)
     #: streams decoded in parallel
-    num_workers: int = 1
+    num_workers: int = Field(1, ge=1)
     #: beam of the partial decodes, and of the final decode of a turn
-    beam_size: int = 1
-    final_beam_size: int = 1
+    beam_size: int = Field(1, ge=1)
+    final_beam_size: int = Field(1, ge=1)
     #: seconds of new speech between partial decodes
-    partial_interval: float = 1.0
+    partial_interval: float = Field(1.0, gt=0)
     #: None: detect it (multilingual models only)
     language: str | None = "en"
 
@@ -130,32 +131,22 @@ class WhisperSTT:
 
     def __init__(self, **options: Any) -> None:
         opts = validate_options(WhisperOptions, options, "whisper STT")
-        model, compute_type, cpu_threads = opts.model, opts.compute_type, opts.cpu_threads
-        num_workers, beam_size, final_beam_size = (opts.num_workers, opts.beam_size,
-                                                   opts.final_beam_size)
-        partial_interval, language = opts.partial_interval, opts.language
         faster_whisper = require("faster_whisper", "faster-whisper", extra="whisper")
-        path = Path(model) if model is not None else bundled_model_path()
+        path = opts.model if opts.model is not None else bundled_model_path()
         if not path.is_dir():
             raise ConfigError(f"whisper model directory {path} not found (give a CTranslate2 "
                               "Whisper model directory; models are never downloaded)")
-        if beam_size < 1 or final_beam_size < 1:
-            raise ConfigError("beam_size and final_beam_size must be at least 1")
-        if partial_interval <= 0:
-            raise ConfigError("partial_interval must be a positive number of seconds")
-        if cpu_threads < 0 or num_workers < 1:
-            raise ConfigError("cpu_threads must be >= 0 (0: library default), num_workers >= 1")
         try:
             self.model = faster_whisper.WhisperModel(
-                str(path), device="cpu", compute_type=compute_type, cpu_threads=cpu_threads,
-                num_workers=num_workers)
+                str(path), device="cpu", compute_type=opts.compute_type,
+                cpu_threads=opts.cpu_threads, num_workers=opts.num_workers)
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(f"cannot load the whisper model in {path}: {exc}") from exc
         self._transcribe = require("faster_whisper.transcribe", "faster-whisper", extra="whisper")
         self._tokenizers: dict[str, _Tokens] = {}
-        self.beam_size, self.final_beam_size = beam_size, final_beam_size
-        self.partial_interval = partial_interval
-        self.language = language
+        self.beam_size, self.final_beam_size = opts.beam_size, opts.final_beam_size
+        self.partial_interval = opts.partial_interval
+        self.language = opts.language
 
     def stream(self) -> WhisperStream:
         return WhisperStream(self)
