@@ -22,31 +22,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class LlamaServer:
+    """The server as a process a test can also crash (``kill``) and ``start`` again on the same
+    port, as a supervisor would restart it."""
+
+    def __init__(self, chat_format: str | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._cmd = [sys.executable, "-m", "llama_cpp.server", "--model",
+                     str(bundled_model_path()), "--host", "127.0.0.1", "--port", str(self.port),
+                     "--n_ctx", "2048",
+                     # queue requests instead of letting a new one cut the running stream
+                     # short, so concurrent clients each get whole replies
+                     "--interrupt_requests", "False"]
+        if chat_format:
+            self._cmd += ["--chat_format", chat_format]
+        # a file, not a pipe: the server logs a lot and would block on a full pipe nobody reads
+        self._log = tempfile.TemporaryFile()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._proc = subprocess.Popen(self._cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=subprocess.STDOUT)
+        _wait_ready(self._proc, self.base_url, self._log, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-request, as in a crash or an OOM kill."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
 @contextlib.contextmanager
 def llama_server(chat_format: str | None = None, startup_timeout: float = 60.0) -> Iterator[str]:
     """Run the server on a free loopback port and yield its base URL (``http://…/v1``)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-           # queue requests instead of letting a new one cut the running stream short, so
-           # concurrent clients each get whole replies
-           "--interrupt_requests", "False"]
-    if chat_format:
-        cmd += ["--chat_format", chat_format]
-    base_url = f"http://127.0.0.1:{port}/v1"
-    # a file, not a pipe: the server logs a lot and would block on a full pipe nobody reads
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(proc, base_url, log, startup_timeout)
-            yield base_url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    server = LlamaServer(chat_format)
+    try:
+        server.start(startup_timeout)
+        yield server.base_url
+    finally:
+        server.stop()
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, log: IO[bytes],

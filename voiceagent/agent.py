@@ -113,12 +113,16 @@ class AgentOptions(BaseModel):
     llm_timeout: float = Field(20.0, gt=0)
     #: no audio for a chunk within this long skips it (seconds)
     tts_timeout: float = Field(20.0, gt=0)
+    #: a recogniser call (a chunk, a pause's or a turn's decode) that takes longer fails: the
+    #: turn is dropped with an error and a fresh stream hears the next one (seconds)
+    stt_timeout: float = Field(20.0, gt=0)
     tool_timeout: float = Field(10.0, gt=0)
     #: tool-call rounds in one reply before the agent must answer in words
     max_tool_rounds: int = Field(3, ge=0)
     #: messages kept besides the instructions; older ones are dropped first
     max_history: int = Field(20, ge=2)
-    #: spoken when the LLM fails mid-reply, so the user is not left in silence ("" = stay quiet)
+    #: spoken when the LLM fails or stalls, after what it had said of the reply, so the user is
+    #: not left in silence or mid-sentence ("" = stay quiet)
     error_reply: str = "Sorry, I had a problem answering. Could you say that again?"
     #: start the TTS on a clause for the first chunk once it has this many characters
     first_clause_chars: int = Field(24, ge=1)

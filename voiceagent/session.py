@@ -89,7 +89,8 @@ class AgentSession:
         self._endpointer = EndpointerNode(opts, rt, b.get("turn"), b.get("completeness"))  # type: ignore[arg-type]
         chunker = ChunkerNode(opts, rt)
         vad = VADNode(b["vad"], opts.endpointing, rt)  # type: ignore[arg-type]
-        stt = STTNode(b["stt"], opts.endpointing, rt)  # type: ignore[arg-type]
+        stt = STTNode(b["stt"], opts.endpointing, rt,  # type: ignore[arg-type]
+                      timeout=opts.stt_timeout)
         # The endpointer hears the VAD directly (fan-out), so a slow decode delays only the
         # transcript, never the timing of the turn: the STT's edge never makes the VAD wait
         # (its audio coalesces while it lags). Transcripts join the endpointer (fan-in).

@@ -3,7 +3,7 @@
 Tool calls run between LLM rounds and their results go back to the model; they belong to the
 generation that asked for them, so an interruption (which cancels this node's work) cancels
 them too. A failing or silent LLM ends the reply with an error event and, if configured, a
-short spoken apology: the session carries on listening.
+short spoken apology after whatever it had said: the session carries on listening.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ class LLMNode(Node):
         except (BackendError, TimeoutError) as exc:
             await self.report_error(exc if isinstance(exc, BackendError)
                                     else BackendError("the LLM timed out"))
-            if not reply.content and self._opts.error_reply:
-                await self._say(turn, reply, self._opts.error_reply)
+            if self._opts.error_reply:  # after whatever was said: the user hears why it stopped
+                sep = " " if reply.content and not reply.content.endswith(" ") else ""
+                await self._say(turn, reply, sep + self._opts.error_reply)
         self._rt.events.emit(AgentTextEvent(ts=self._rt.clock.now(), text=reply.content,
                                             final=True, turn_id=turn))
         await self.emit(ReplyEnd(ts=self._rt.clock.now(), reply_id=turn, text=reply.content))

@@ -6,17 +6,25 @@ Only speech reaches the recogniser (plus a little audio from before the VAD was 
 first syllable survives): Whisper-style models invent words in silence. When the user pauses
 the stream decodes at once, so the final transcript is usually ready by the time the
 endpointer declares the turn over.
+
+Every call into the recogniser is bounded by ``stt_timeout``. A call that fails or hangs is
+reported, the stream is replaced by a fresh one and a turn waiting for its final transcript
+gets an empty one (the endpointer drops it): the session keeps listening and the next turn is
+heard, instead of waiting forever on one stuck decode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from ..agent import EndpointingOptions
-from ..backends import STT, Transcript
+from ..backends import STT, STTStream, Transcript
+from ..errors import BackendError
 from ..events import UserTranscriptEvent
 from ..frames import (
     AudioFrame,
@@ -31,11 +39,16 @@ from ..graph import Node
 from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 
+log = logging.getLogger(__name__)
+
 
 class STTNode(Node):
-    def __init__(self, stt: STT, options: EndpointingOptions, runtime: SessionRuntime) -> None:
+    def __init__(self, stt: STT, options: EndpointingOptions, runtime: SessionRuntime, *,
+                 timeout: float = 20.0) -> None:
         super().__init__("stt")
+        self._stt = stt
         self._stream = stt.stream()
+        self._timeout = timeout
         self._rt = runtime
         self._lock = asyncio.Lock()  # finish() runs from a system frame, beside push()
         self._in_speech = False
@@ -65,15 +78,13 @@ class STTNode(Node):
         elif isinstance(frame, SpeechStopped):
             self._in_speech = False
             self._heard_until = max(self._heard_until, frame.ts)
-            async with self._lock:
-                result = await self._stream.pause()
+            result = await self._call(lambda: self._stream.pause())
             await self._publish(result, final=False, turn_id=self._activity.user_turn or 0,
                                 at_pause=True)
         await self._finish_due_turns()
 
     async def _push(self, samples: np.ndarray) -> None:
-        async with self._lock:
-            result = await self._stream.push(samples)
+        result = await self._call(lambda: self._stream.push(samples))
         await self._publish(result, final=False, turn_id=self._activity.user_turn or 0)
 
     async def _publish(self, result: Transcript | None, *, final: bool, turn_id: int,
@@ -102,9 +113,33 @@ class STTNode(Node):
         of the turn's audio through here."""
         while self._ends and self._heard_until >= self._ends[0].speech_end_ts:
             end = self._ends.popleft()
-            async with self._lock:
-                result = await self._stream.finish()
-            await self._publish(result, final=True, turn_id=end.turn_id)
+            result = await self._call(lambda: self._stream.finish())
+            await self._publish(result or Transcript(""), final=True, turn_id=end.turn_id)
+
+    async def _call(self, step: Callable[[], Awaitable[Transcript | None]]) -> Transcript | None:
+        """One bounded call into the stream; None (reported, stream replaced) if it fails."""
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await step()
+            except Exception as exc:  # noqa: BLE001 (a backend may raise anything)
+                error = exc
+                failed, self._stream = self._stream, self._stt.stream()
+        if isinstance(error, TimeoutError):
+            error = BackendError(f"the STT gave no result within {self._timeout:g} s")
+        elif not isinstance(error, BackendError):
+            error = BackendError(f"the STT failed: {type(error).__name__}: {error}")
+        await self.report_error(error)
+        await self._close(failed)
+        return None
+
+    async def _close(self, stream: STTStream) -> None:
+        """Close a stream, bounded: a failed one may be as stuck as the call that failed."""
+        try:
+            async with asyncio.timeout(1.0):
+                await stream.aclose()
+        except Exception:  # noqa: BLE001
+            log.warning("an STT stream did not close cleanly", exc_info=True)
 
     async def on_stop(self) -> None:
-        await self._stream.aclose()
+        await self._close(self._stream)
