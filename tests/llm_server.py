@@ -4,7 +4,6 @@ HTTP LLM endpoint rather than a stand-in."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,13 +12,9 @@ import urllib.request
 from collections.abc import Iterator
 from typing import IO
 
+from cli_server import free_port
+
 from voiceagent_plugins.llamacpp_llm import bundled_model_path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LlamaServer:

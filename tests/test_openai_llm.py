@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from llm_server import free_port, llama_server
+from cli_server import free_port
+from llm_server import llama_server
 from voiceagent.backends import LLM, ChatMessage, LLMDelta
 from voiceagent.errors import BackendError, ConfigError
 from voiceagent_plugins.openai_llm import OpenAILLM

@@ -8,7 +8,6 @@ real speech clip as its fake microphone. Nothing is downloaded.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ import soundfile as sf
 import uvicorn
 from playwright.async_api import Browser, Page, Playwright
 from starlette.applications import Starlette
+
+from cli_server import free_port
 
 from voiceagent.audio import load_audio
 
@@ -58,12 +59,6 @@ def fake_microphone(clip: Path, out: Path, *, lead: float = 1.0, tail: float = 8
                             np.zeros(int(tail * MIC_RATE), np.float32)])
     sf.write(out, audio, MIC_RATE, subtype="PCM_16")
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @asynccontextmanager

@@ -140,8 +140,10 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
         return JSONResponse({"iceServers": servers, "tokenRequired": config.token is not None})
 
     async def health(request: Request) -> Response:
+        # asyncio tasks: a figure that must return to its idle value between sessions
         return JSONResponse({"status": "ok", "sessions": len(registry),
-                             "max_sessions": config.max_sessions})
+                             "max_sessions": config.max_sessions,
+                             "tasks": len(asyncio.all_tasks())})
 
     async def index(request: Request) -> Response:
         return Response((STATIC / "index.html").read_bytes(), media_type="text/html")

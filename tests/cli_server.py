@@ -1,0 +1,55 @@
+"""``voiceagent serve`` as the README runs it: a separate process on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def voiceagent_serve(agent_file: str, *args: str, startup_timeout: float = 180.0,
+                     output: int | None = subprocess.DEVNULL
+                     ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start the server, wait until /health answers, yield its URL and process; stop it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voiceagent.cli", "serve", agent_file, "--port", str(port),
+         "--ice-host-address", "127.0.0.1", *args],
+        cwd=REPO, stdout=output, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"voiceagent serve exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("voiceagent serve did not come up")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
