@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "in TwiML (default: from the request's Host header)")
     serve.add_argument("--max-sessions", type=int, default=4, metavar="N",
                        help="concurrent conversations allowed (default 4)")
+    serve.add_argument("--input-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="end a browser's session when its microphone sends no audio this "
+                            "long (default 5)")
     serve.add_argument("--events", help="append every session's events here (JSONL)")
     add_backend_flags(serve)
 

@@ -36,6 +36,7 @@ from ..agent import Agent
 from ..events import Event
 from ..telephony.media_stream import MediaStreamCall
 from ..telephony.serializers import SERIALIZERS, twiml_connect_stream
+from ..transports.webrtc import INPUT_TIMEOUT
 from ..transports.webrtc_peer import OfferError, WebRTCPeer
 from .registry import SessionRegistry
 
@@ -59,6 +60,8 @@ class ServerConfig:
     #: the server owns the backends (``voiceagent serve``): close them when it shuts down,
     #: on the loop their connections belong to
     close_backends: bool = False
+    #: a browser session ends after this many seconds with no audio from its microphone
+    input_timeout: float = INPUT_TIMEOUT
 
 
 class HTTPError(Exception):
@@ -79,7 +82,8 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
         except HTTPError as exc:
             return JSONResponse({"error": str(exc)}, exc.status)
         peer = WebRTCPeer(agent, backends, ice_servers=config.ice_servers,
-                          host_addresses=config.host_addresses, subscribers=config.subscribers)
+                          host_addresses=config.host_addresses, subscribers=config.subscribers,
+                          input_timeout=config.input_timeout)
         try:
             answer = await peer.accept(sdp)
         except OfferError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
 from ..events import JsonlEventWriter
 from ..loader import apply_backend_overrides, load_agent
 from ..session import resolve_backends
@@ -15,6 +16,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from ..transports.ice import parse_ice_server
 
+    if not args.input_timeout > 0:
+        raise ConfigError("--input-timeout must be a positive number of seconds")
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     ice_servers = [parse_ice_server(url) for url in args.ice_server or []]
@@ -23,7 +26,8 @@ def serve(args: argparse.Namespace) -> int:
     config = ServerConfig(ice_servers=ice_servers, host_addresses=args.ice_host_address or [],
                           token=args.token, max_sessions=args.max_sessions,
                           public_url=args.public_url, close_backends=True,
-                          subscribers=[writer] if writer else [])
+                          subscribers=[writer] if writer else [],
+                          input_timeout=args.input_timeout)
     app = create_app(agent, backends, config)
     print(f"voiceagent: serving {args.agent} on http://{args.host}:{args.port}/", flush=True)
     try:
