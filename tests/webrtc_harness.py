@@ -77,7 +77,7 @@ async def running_server(app: Starlette) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port in this event loop; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on", proxy_headers=False))  # as serve
     task = asyncio.create_task(server.serve(), name="test-uvicorn")
     while not server.started:
         if task.done():
