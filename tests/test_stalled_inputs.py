@@ -1,12 +1,15 @@
-"""A WebRTC client whose microphone stops sending frames altogether (Opus DTX, a non-browser
-client, a network stall): the question it asked is still answered, and a client that never
-sends audio is closed after the input timeout with a reason that says so. An independent
-aiortc peer talks to the real models behind an in-process server, all on loopback."""
+"""Live inputs that stop sending audio altogether (Opus DTX, a non-browser client, a network
+stall): the question asked is still answered, and a client that never sends audio is closed
+after the input timeout with a reason that says so. Independent clients (an aiortc peer, a
+media-stream WebSocket as Twilio opens it) talk to the real models behind an in-process
+server, all on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import fractions
+import json
 
 import av
 import httpx
@@ -14,13 +17,15 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from websockets.asyncio.client import connect
 from webrtc_harness import Client, running_server, until
 
 from voiceagent import Agent
-from voiceagent.audio import load_audio
+from voiceagent.audio import load_audio, resample
 from voiceagent.events import Event, SessionStateEvent
 from voiceagent.server import ServerConfig, create_app
 from voiceagent.session import resolve_backends
+from voiceagent.telephony.g711 import decode_ulaw, encode_ulaw
 from voiceagent_eval.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
@@ -154,3 +159,37 @@ async def test_a_client_that_never_sends_audio_is_closed_after_the_input_timeout
             assert 1.0 <= closed_after <= 8.0, closed_after
         finally:
             await client.pc.close()
+
+
+async def test_a_phone_caller_whose_audio_stops_is_answered(backends, speech_dir):
+    """The media-stream WebSocket's input is a live input too: the caller's media messages
+    stop after the question (a provider that suppresses silence, a stalled link)."""
+    question = without_trailing_silence(
+        load_audio(speech_dir / "azure_whats_the_weather_like.wav", RATE))
+    phone = resample(question, RATE, 8000)
+    app = create_app(AGENT, backends, ServerConfig())
+    async with running_server(app) as url:
+        ws_url = url.replace("http://", "ws://") + "/media-stream/twilio"
+        async with connect(ws_url, proxy=None, open_timeout=5, close_timeout=2) as ws:
+            await ws.send(json.dumps({
+                "event": "start", "streamSid": "MZ1", "start": {
+                    "streamSid": "MZ1", "callSid": "CA1", "customParameters": {},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                    "channels": 1}}}))
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for at in range(0, len(phone), 160):  # 20 ms each, in real time
+                await asyncio.sleep(max(0.0, start + at / 8000 - loop.time()))
+                await ws.send(json.dumps({"event": "media", "streamSid": "MZ1", "media": {
+                    "payload": base64.b64encode(encode_ulaw(phone[at:at + 160])).decode()}}))
+            # ... and then nothing: the agent's voice must still come back.
+            async def voiced_reply() -> None:
+                while True:
+                    message = json.loads(await ws.recv())
+                    if message["event"] == "media":
+                        audio = decode_ulaw(base64.b64decode(message["media"]["payload"]))
+                        if 10 * np.log10(np.mean(audio ** 2) + 1e-10) > -50:
+                            return
+            await asyncio.wait_for(voiced_reply(), 60)
+            assert len(app.state.registry) == 1
+        await until(lambda: len(app.state.registry) == 0 and not session_tasks())
