@@ -147,3 +147,15 @@ async def test_sip_closes_the_backends_when_it_is_stopped(tmp_path):
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(bridge, 10) == 0
     assert (tmp_path / "agent.closed").read_text() == "closed"
+
+
+def test_bad_serve_limits_are_one_line_before_any_model_loads(capsys):
+    agent = str(REPO / "examples" / "basic_agent.py")
+    for flags, message in ((["--rate-burst", "0"], "--rate-burst: "),
+                           (["--rate-limit", "-5"], "--rate-limit: "),
+                           (["--trusted-proxy", "proxy.local"], "trusted proxy 'proxy.local' "
+                                                                "is not an IP address"),
+                           (["--input-timeout", "0"], "--input-timeout must be positive")):
+        assert main(["serve", agent, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"voiceagent: error: {message}"), err

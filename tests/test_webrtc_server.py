@@ -1,7 +1,8 @@
 """The WebRTC server's HTTP side and session limits, driven over real loopback sockets.
 
 Offers that must be accepted come from a real aiortc peer (with an audio track and a data
-channel) rather than a browser, to keep these tests quick; test_webrtc_e2e.py uses Chromium.
+channel; webrtc_harness.Client) rather than a browser, to keep these tests quick;
+test_webrtc_e2e.py uses Chromium.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ import json
 import httpx
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack
+from aiortc import RTCPeerConnection
 from cli_server import voiceagent_serve
-from webrtc_harness import running_server
+from webrtc_harness import Client, running_server, until
 
 from voiceagent import Agent
 from voiceagent.errors import ConfigError
 from voiceagent.server import ServerConfig, create_app
 from voiceagent.session import resolve_backends
-from voiceagent.transports.ice import parse_ice_server, restrict_host_addresses
+from voiceagent.transports.ice import parse_ice_server
 from voiceagent.transports.webrtc import WebRTCAudioOutput, _frame_to_mono
 
 AGENT = Agent("You are a friendly voice assistant. Answer in one short sentence.")
@@ -35,37 +35,6 @@ def backends():
 
 def session_tasks() -> list[str]:
     return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("session-")]
-
-
-async def until(condition, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
-class Client:
-    """A real WebRTC peer: a (silent) microphone track and the events data channel."""
-
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection()
-        self.pc.addTrack(AudioStreamTrack())
-        self.channel = self.pc.createDataChannel("events")
-        self.messages: list[dict] = []
-        self.channel.on("message", lambda m: self.messages.append(json.loads(m)))
-
-    async def offer(self) -> dict:
-        restrict_host_addresses(self.pc, ["127.0.0.1"])
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return {"sdp": self.pc.localDescription.sdp, "type": "offer"}
-
-    async def connect(self, http: httpx.AsyncClient, headers: dict | None = None) -> None:
-        res = await http.post("/api/offer", json=await self.offer(), headers=headers or {})
-        assert res.status_code == 200, res.text
-        await self.pc.setRemoteDescription(RTCSessionDescription(**{
-            k: res.json()[k] for k in ("sdp", "type")}))
-        await until(lambda: self.channel.readyState == "open")
 
 
 async def test_ice_server_urls_parse_into_standard_fields():

@@ -2,27 +2,33 @@
 
 The server is uvicorn on 127.0.0.1 in the caller's event loop (so its sessions and tasks can
 be inspected); the browser is the system's headless Chromium driven by Playwright, with a
-real speech clip as its fake microphone. Nothing is downloaded.
+real speech clip as its fake microphone, or, where a test needs a client it controls, a real
+aiortc peer (:class:`Client`). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import soundfile as sf
 import uvicorn
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
 from playwright.async_api import Browser, Page, Playwright
 from starlette.applications import Starlette
 
 from cli_server import free_port
 
 from voiceagent.audio import load_audio
+from voiceagent.transports.ice import restrict_host_addresses
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -66,7 +72,7 @@ async def running_server(app: Starlette) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port in this event loop; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+                                           lifespan="on", proxy_headers=False))  # as serve
     task = asyncio.create_task(server.serve(), name="test-uvicorn")
     while not server.started:
         if task.done():
@@ -148,3 +154,35 @@ def turns_from_levels(levels: list[list[float]], *, speech_db: float = -45.0,
         answered = not agent[end] and len(after) > 0
         turns.append(Turn(float(t[end]), float(t[after[0]]) if answered else None))
     return turns
+
+
+async def until(condition, timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+class Client:
+    """A real WebRTC peer: a microphone track (silent unless given one) and the events data
+    channel."""
+
+    def __init__(self, microphone: MediaStreamTrack | None = None) -> None:
+        self.pc = RTCPeerConnection()
+        self.pc.addTrack(microphone or AudioStreamTrack())
+        self.channel = self.pc.createDataChannel("events")
+        self.messages: list[dict] = []
+        self.channel.on("message", lambda m: self.messages.append(json.loads(m)))
+
+    async def offer(self) -> dict:
+        restrict_host_addresses(self.pc, ["127.0.0.1"])
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+
+    async def connect(self, http: httpx.AsyncClient, headers: dict | None = None) -> None:
+        res = await http.post("/api/offer", json=await self.offer(), headers=headers or {})
+        assert res.status_code == 200, res.text
+        await self.pc.setRemoteDescription(RTCSessionDescription(**{
+            k: res.json()[k] for k in ("sdp", "type")}))
+        await until(lambda: self.channel.readyState == "open")

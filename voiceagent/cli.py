@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "in TwiML (default: from the request's Host header)")
     serve.add_argument("--max-sessions", type=int, default=4, metavar="N",
                        help="concurrent conversations allowed (default 4)")
+    serve.add_argument("--input-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="end a browser's session when its microphone sends no audio this "
+                            "long (default 5)")
+    serve.add_argument("--rate-limit", type=float, default=60.0, metavar="PER_MINUTE",
+                       help="new sessions (offers, media streams) allowed per client address "
+                            "per minute after the burst; 0 turns the limit off (default 60)")
+    serve.add_argument("--rate-burst", type=int, default=20, metavar="N",
+                       help="new sessions a client address may open at once (default 20)")
+    serve.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                       help="a reverse proxy's address or network (10.0.0.0/8) whose "
+                            "X-Forwarded-For names the client, for the rate limit (repeatable)")
     serve.add_argument("--events", help="append every session's events here (JSONL)")
     add_backend_flags(serve)
 

@@ -55,6 +55,9 @@ class AudioFrame(DataFrame):
 
     samples: np.ndarray
     sample_rate: int
+    #: silence a live input made up because no audio arrived in time (a stalled feed), so
+    #: the session's time kept moving; not anything the user's microphone sent
+    filled: bool = False
 
     @property
     def duration(self) -> float:

@@ -135,7 +135,8 @@ class Edge:
             self.dropped += (len(samples) - keep) / frame.sample_rate
             samples = samples[-keep:]
         end = frame.ts + frame.duration  # the end is exact; a gap before it is closed up
-        return replace(frame, samples=samples, ts=end - len(samples) / frame.sample_rate)
+        return replace(frame, samples=samples, ts=end - len(samples) / frame.sample_rate,
+                       filled=last.filled and frame.filled)  # made up only if all of it was
 
 
 class Node:

@@ -8,6 +8,10 @@ connection, framed as the provider does: ``twilio``) and ``GET|POST /twilio/twim
 that points a Twilio call at that WebSocket). HTTP errors are JSON ``{"error": ...}`` with the
 status that says what went wrong. Models are loaded before the app is built and shared by
 every session; browsers and calls count alike against ``max_sessions``.
+
+New sessions are rate limited per client address (``rate_limit``): an offer over the limit
+is a 429 with ``Retry-After``, a media stream is closed with 1008 and the wait in the reason.
+Behind a reverse proxy, name it in ``trusted_proxies`` so its ``X-Forwarded-For`` is believed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiortc import RTCIceServer
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -34,9 +39,12 @@ from starlette.websockets import WebSocket
 from .. import registry as backend_registry
 from ..agent import Agent
 from ..events import Event
+from ..ratelimit import RateLimitOptions, SourceRateLimiter
 from ..telephony.media_stream import MediaStreamCall
 from ..telephony.serializers import SERIALIZERS, twiml_connect_stream
+from ..transports.webrtc import INPUT_TIMEOUT
 from ..transports.webrtc_peer import OfferError, WebRTCPeer
+from .client_address import ClientAddresses
 from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -59,27 +67,54 @@ class ServerConfig:
     #: the server owns the backends (``voiceagent serve``): close them when it shuts down,
     #: on the loop their connections belong to
     close_backends: bool = False
+    #: a browser session ends after this many seconds with no audio from its microphone
+    input_timeout: float = INPUT_TIMEOUT
+    #: new sessions (offers, media streams) per client address; None: no limit. The default
+    #: is far above what a person reconnecting does and caps a flood at one a second
+    rate_limit: RateLimitOptions | None = field(
+        default_factory=lambda: RateLimitOptions(per_minute=60, burst=20))
+    #: addresses or networks of reverse proxies whose X-Forwarded-For names the client
+    trusted_proxies: Sequence[str] = ()
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None
+                 ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) -> Starlette:
     registry = SessionRegistry(config.max_sessions)
+    addresses = ClientAddresses(config.trusted_proxies)
+    limiter = None if config.rate_limit is None else SourceRateLimiter(config.rate_limit)
+
+    def check_rate(connection: HTTPConnection) -> None:
+        """Every attempt at a new session takes one of its client's tokens (refused and
+        unauthenticated ones too, so guessing a token is limited as well)."""
+        if limiter is None:
+            return
+        client = addresses.of(connection.client.host if connection.client else None,
+                              connection.headers)
+        if not limiter.allow(client):
+            wait = max(1, math.ceil(limiter.retry_after(client)))
+            log.info("rate limited %s (%s)", client, connection.url.path)
+            raise HTTPError(429, f"too many new sessions from {client}: try again in {wait} s",
+                            {"Retry-After": str(wait)})
 
     async def offer(request: Request) -> Response:
         try:
+            check_rate(request)
             _check_token(request, config.token)
             sdp = _parse_offer(await _read_body(request))
             if not registry.reserve():
                 raise HTTPError(503, f"too many sessions (at most {config.max_sessions})")
         except HTTPError as exc:
-            return JSONResponse({"error": str(exc)}, exc.status)
+            return JSONResponse({"error": str(exc)}, exc.status, headers=exc.headers)
         peer = WebRTCPeer(agent, backends, ice_servers=config.ice_servers,
-                          host_addresses=config.host_addresses, subscribers=config.subscribers)
+                          host_addresses=config.host_addresses, subscribers=config.subscribers,
+                          input_timeout=config.input_timeout)
         try:
             answer = await peer.accept(sdp)
         except OfferError as exc:
@@ -96,6 +131,11 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
 
     async def media_stream(websocket: WebSocket) -> None:
         await websocket.accept()  # refusals below are close codes with a reason
+        try:
+            check_rate(websocket)
+        except HTTPError as exc:
+            await websocket.close(1008, str(exc))
+            return
         provider = websocket.path_params["provider"]
         serializer = SERIALIZERS.get(provider)
         if serializer is None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from pydantic import ValidationError
+
+from ..errors import ConfigError
 from ..events import JsonlEventWriter
 from ..loader import apply_backend_overrides, load_agent
+from ..ratelimit import RateLimitOptions
 from ..session import resolve_backends
 from .app import ServerConfig, create_app
+from .client_address import ClientAddresses
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -15,6 +20,10 @@ def serve(args: argparse.Namespace) -> int:
 
     from ..transports.ice import parse_ice_server
 
+    rate_limit = _rate_limit(args)
+    ClientAddresses(args.trusted_proxy or [])  # a bad address fails before the models load
+    if not args.input_timeout > 0:
+        raise ConfigError("--input-timeout must be positive (seconds)")
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     ice_servers = [parse_ice_server(url) for url in args.ice_server or []]
@@ -23,12 +32,28 @@ def serve(args: argparse.Namespace) -> int:
     config = ServerConfig(ice_servers=ice_servers, host_addresses=args.ice_host_address or [],
                           token=args.token, max_sessions=args.max_sessions,
                           public_url=args.public_url, close_backends=True,
-                          subscribers=[writer] if writer else [])
+                          subscribers=[writer] if writer else [],
+                          input_timeout=args.input_timeout, rate_limit=rate_limit,
+                          trusted_proxies=args.trusted_proxy or [])
     app = create_app(agent, backends, config)
     print(f"voiceagent: serving {args.agent} on http://{args.host}:{args.port}/", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1
+        # (anyone on this host); only --trusted-proxy decides whose header counts
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    proxy_headers=False)
     finally:
         if writer:
             writer.close()
     return 0
+
+
+def _rate_limit(args: argparse.Namespace) -> RateLimitOptions | None:
+    if args.rate_limit == 0:
+        return None
+    try:
+        return RateLimitOptions(per_minute=args.rate_limit, burst=args.rate_burst)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise ConfigError(f"--rate-{'limit' if problem['loc'][0] == 'per_minute' else 'burst'}"
+                          f": {problem['msg']}") from exc

@@ -7,6 +7,7 @@ playout (with the words heard) as system frames, which every other stage reads.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 
@@ -27,8 +28,11 @@ from ..frames import (
 from ..graph import Node
 from ..pacer import Pacer
 from ..playout import PlayoutBuffer
+from ..race import race
 from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
+
+log = logging.getLogger(__name__)
 
 FRAME_SECONDS = 0.02
 #: Drift past which a live input's media time is re-anchored to the clock (lost packets, a
@@ -109,41 +113,99 @@ class AudioSourceNode(Node):
 class LiveAudioInput(AudioSourceNode):
     """A live feed (a browser's track, a phone call): audio arrives in pieces at the sender's
     rate and is converted once to 16 kHz mono, then sent on in 20 ms frames stamped on the
-    session clock. The input, and with it the session, ends when :meth:`receive` returns None.
+    session clock. The input, and with it the session, ends when :meth:`receive` returns None,
+    or after ``input_timeout`` seconds (None: never) with no audio from the peer.
+
+    A feed that stalls (a client with Opus DTX, a network stall, a client that stops sending)
+    must not stop the session's time: every frame more than ``STALL_SECONDS`` overdue is
+    filled with silence marked ``filled``, so a turn the user just finished still ends and is
+    answered. Only real audio counts against ``input_timeout``.
 
     While ``muted`` the audio is replaced by silence, so time keeps flowing (the endpointer
     still closes a turn the user was in).
     """
 
-    def __init__(self, runtime: SessionRuntime, name: str = "input") -> None:
+    #: how late the next frame may be before its place is filled with silence: past the
+    #: jitter of a healthy feed, well under the pause that ends a turn
+    STALL_SECONDS = 0.1
+    #: who sends the audio, for the reason the input ends on a timeout
+    peer = "the peer"
+
+    def __init__(self, runtime: SessionRuntime, name: str = "input", *,
+                 input_timeout: float | None = None) -> None:
         super().__init__(runtime, name)
         self.muted = False
-        self.end_reason = ""  # why :meth:`receive` ended the input, for the session's end
+        self.input_timeout = input_timeout
+        self.end_reason = ""  # why the input ended, for the session's end
         self._step = round(PIPELINE_RATE * FRAME_SECONDS)
 
     async def receive(self) -> tuple[np.ndarray, int] | None:
-        """The next piece of mono float32 audio and its sample rate; None at the end."""
+        """The next piece of mono float32 audio and its sample rate; None at the end. May wait
+        as long as the feed is quiet: the gaps are filled meanwhile."""
         raise NotImplementedError
 
     async def produce(self) -> None:
         clock = self.runtime.clock
         resampler: StreamResampler | None = None
         pending = np.zeros(0, np.float32)
-        t: float | None = None
-        while (piece := await self.receive()) is not None:
-            samples, rate = piece
-            if resampler is None or resampler.src_rate != rate:
-                resampler = StreamResampler(rate, PIPELINE_RATE)
-            pending = np.concatenate([pending, resampler(samples)])
-            while len(pending) >= self._step:
-                frame, pending = pending[:self._step], pending[self._step:]
-                now = clock.now()
-                if t is None or abs(now - FRAME_SECONDS - t) > RESYNC_SECONDS:
-                    t = max(0.0, now - FRAME_SECONDS)  # a frame is stamped with its start
-                if self.muted:
-                    frame = np.zeros_like(frame)
-                await self.emit_audio(frame, t)
-                t += FRAME_SECONDS
+        self.t = heard = clock.now()
+        after_gap = True  # nothing real sent since the start or a filled gap
+        # One receive at a time, kept across the fill-ins: a transport's own wait (and a
+        # piece half received) must not restart every time a gap is filled.
+        receiving = asyncio.ensure_future(self.receive())
+        try:
+            while True:
+                due = self.t + FRAME_SECONDS + self.STALL_SECONDS
+                if self.input_timeout is not None:
+                    due = min(due, heard + self.input_timeout)
+                await race(asyncio.shield(receiving), clock.sleep_until(due))
+                if not receiving.done():
+                    if self._timed_out(heard):
+                        return
+                    after_gap = await self._fill_gap() or after_gap
+                    continue
+                piece = receiving.result()
+                if piece is None:
+                    return
+                receiving = asyncio.ensure_future(self.receive())
+                heard = clock.now()
+                samples, rate = piece
+                if resampler is None or resampler.src_rate != rate:
+                    resampler = StreamResampler(rate, PIPELINE_RATE)
+                pending = np.concatenate([pending, resampler(samples)])
+                while len(pending) >= self._step:
+                    frame, pending = pending[:self._step], pending[self._step:]
+                    now = clock.now()
+                    if after_gap:  # real audio resumes at the clock, not behind the filler
+                        self.t, after_gap = max(self.t, now - FRAME_SECONDS), False
+                    elif abs(now - FRAME_SECONDS - self.t) > RESYNC_SECONDS:
+                        self.t = max(0.0, now - FRAME_SECONDS)  # stamped with its start
+                    if self.muted:
+                        frame = np.zeros_like(frame)
+                    await self.emit_audio(frame, self.t)
+                    self.t += FRAME_SECONDS
+        finally:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+
+    def _timed_out(self, heard: float) -> bool:
+        if self.input_timeout is None or self.runtime.clock.now() - heard < self.input_timeout:
+            return False
+        self.end_reason = f"no audio from {self.peer} for {self.input_timeout:g} s"
+        log.info("%s: %s; ending", self.runtime.session_id, self.end_reason)
+        return True
+
+    async def _fill_gap(self) -> bool:
+        """Silence, marked as made up, for every frame now more than STALL_SECONDS overdue;
+        True if there was any."""
+        silence = np.zeros(self._step, np.float32)
+        filled = False
+        while self.t + FRAME_SECONDS + self.STALL_SECONDS <= self.runtime.clock.now():
+            await self.emit(AudioFrame(ts=self.t, samples=silence, sample_rate=PIPELINE_RATE,
+                                       filled=True))
+            self.t += FRAME_SECONDS
+            filled = True
+        return filled
 
 
 class AudioSinkNode(Node):

@@ -9,9 +9,7 @@ when the agent is quiet, so the browser gets a steady stream with no bursts.
 
 from __future__ import annotations
 
-import asyncio
 import fractions
-import logging
 
 import av
 import numpy as np
@@ -25,33 +23,29 @@ from ..pacer import Pacer
 from ..runtime import SessionRuntime
 from .base import FRAME_SECONDS, RESYNC_SECONDS, AudioSinkNode, LiveAudioInput
 
-log = logging.getLogger(__name__)
-
 WEBRTC_RATE = 48_000
-#: Browsers send audio packets every 20 ms even when muted or silent; this long without one
-#: means the browser is gone (closed without hanging up, network lost).
+#: Browsers send audio packets every 20 ms even when muted or silent (every 400 ms or so with
+#: Opus DTX); this long without one means the browser is gone (closed without hanging up,
+#: network lost).
 INPUT_TIMEOUT = 5.0
 
 
 class WebRTCAudioInput(LiveAudioInput):
     """The remote audio track; ends when the track ends or no audio came for ``timeout``
-    seconds."""
+    seconds (a track that merely stalls is filled with silence meanwhile)."""
+
+    peer = "the browser"
 
     def __init__(self, track: MediaStreamTrack, runtime: SessionRuntime, *,
                  timeout: float = INPUT_TIMEOUT) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, input_timeout=timeout)
         self.track = track
-        self.timeout = timeout
 
     async def receive(self) -> tuple[np.ndarray, int] | None:
         try:
-            frame = await asyncio.wait_for(self.track.recv(), self.timeout)
+            frame = await self.track.recv()
         except MediaStreamError:
             self.end_reason = "the microphone track ended"  # the browser hung up
-            return None
-        except TimeoutError:
-            self.end_reason = f"no audio from the browser for {self.timeout:g} s"
-            log.info("%s: %s; ending", self.runtime.session_id, self.end_reason)
             return None
         assert isinstance(frame, av.AudioFrame)  # what an audio track carries
         return _frame_to_mono(frame), frame.sample_rate

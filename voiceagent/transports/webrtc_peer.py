@@ -32,7 +32,7 @@ from ..events import ErrorEvent, Event
 from ..race import race
 from ..session import AgentSession
 from .ice import restrict_host_addresses
-from .webrtc import AgentAudioTrack, WebRTCAudioInput, WebRTCAudioOutput
+from .webrtc import INPUT_TIMEOUT, AgentAudioTrack, WebRTCAudioInput, WebRTCAudioOutput
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ class WebRTCPeer:
                  ice_servers: Sequence[RTCIceServer] = (),
                  host_addresses: Sequence[str] = (),
                  subscribers: Sequence[Callable[[Event], object]] = (),
-                 session_id: str | None = None) -> None:
+                 session_id: str | None = None, input_timeout: float = INPUT_TIMEOUT) -> None:
         self.agent = agent
+        self.input_timeout = input_timeout
         self.backends = backends
         self.host_addresses = list(host_addresses)
         self.subscribers = list(subscribers)
@@ -90,7 +91,7 @@ class WebRTCPeer:
 
     def _make_input(self, runtime: Any) -> WebRTCAudioInput:
         assert self._mic is not None
-        return WebRTCAudioInput(self._mic, runtime)
+        return WebRTCAudioInput(self._mic, runtime, timeout=self.input_timeout)
 
     # -- lifetime -------------------------------------------------------------------------
 
