@@ -28,7 +28,7 @@ from ..agent import Agent
 from ..events import DTMF_KEYS, Event
 from ..ratelimit import RateLimitOptions
 from ..tasks import TaskSet
-from .rtp import JitterBuffer, RtpEndpoint
+from .rtp import JitterBuffer, RtpEndpoint, open_rtp
 from .sdp import AudioOffer, SDPError, build_answer, parse_offer
 from .sip_admission import Admission, InboundAuth
 from .sip_call import T1, T2, Dialog, SipCall
@@ -266,14 +266,12 @@ class SipServer(asyncio.DatagramProtocol):
                       offer: AudioOffer) -> None:
         host = self._contact_host(source)
         contact = ("Contact", f"<sip:voiceagent@{host}:{self.address[1]}>")
-        endpoint: RtpEndpoint | None = None
+        endpoint = RtpEndpoint((offer.address, offer.port), offer.codec, offer.payload_type,
+                               offer.dtmf_payload_type, latch=self.options.latch_rtp,
+                               jitter=JitterBuffer(self.options.jitter_packets),
+                               comfort_noise_payload_type=offer.comfort_noise_payload_type)
         try:
-            _, endpoint = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: RtpEndpoint((offer.address, offer.port), offer.codec,
-                                    offer.payload_type, offer.dtmf_payload_type,
-                                    latch=self.options.latch_rtp,
-                                    jitter=JitterBuffer(self.options.jitter_packets)),
-                local_addr=(self.options.host, 0))
+            await open_rtp(endpoint, self.options.host, rtcp=not offer.rtcp_mux)
             call = SipCall(invite=invite, source=source,
                            dialog=Dialog.from_invite(invite, new_tag()), offer=offer,
                            endpoint=endpoint, agent=self.agent, backends=self.backends,
@@ -283,13 +281,13 @@ class SipServer(asyncio.DatagramProtocol):
                            via_host=f"{host}:{self.address[1]}")
         except Exception as exc:
             log.exception("could not answer call %s", invite.call_id)
-            if endpoint is not None:
-                endpoint.close()
+            endpoint.close()
             self._reply(invite, source, 500, f"Server Internal Error: {type(exc).__name__}")
             return
         finally:
             self._starting.discard(invite.call_id)
-        sdp = build_answer(offer, host, endpoint.local_port).encode()
+        sdp = build_answer(offer, host, endpoint.local_port,
+                           rtcp_port=endpoint.rtcp_port).encode()
         answer = response(invite, 200, to_tag=call.dialog.local_tag, body=sdp,
                           content_type="application/sdp")
         answer.add(*contact)
@@ -320,7 +318,8 @@ class SipServer(asyncio.DatagramProtocol):
         call.endpoint.remote = (offer.address, offer.port)
         host = self._contact_host(source)
         sdp = build_answer(call.offer, host, call.endpoint.local_port,
-                           version=call.dialog.local_cseq + 2).encode()
+                           version=call.dialog.local_cseq + 2,
+                           rtcp_port=call.endpoint.rtcp_port).encode()
         self._reply(msg, source, 200, to_tag=call.dialog.local_tag, body=sdp,
                     content_type="application/sdp",
                     headers=[("Contact", f"<sip:voiceagent@{host}:{self.address[1]}>")])
