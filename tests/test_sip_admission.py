@@ -29,9 +29,12 @@ from sip_peers import (
 
 from voiceagent import Agent
 from voiceagent.audio import write_wav
+from voiceagent.cli import build_parser
+from voiceagent.errors import ConfigError
 from voiceagent.events import Event
 from voiceagent.ratelimit import RateLimitOptions
 from voiceagent.session import resolve_backends
+from voiceagent.telephony.serve_sip import sip_options
 from voiceagent.telephony.digest import DigestChallenger, authorization, parse_challenge
 from voiceagent.telephony.sip_admission import Admission, InboundAuth
 from voiceagent.telephony.sip_message import parse
@@ -85,6 +88,35 @@ def test_the_allow_list_takes_networks_and_single_addresses():
         SipOptions(allow_from=["10.0.0.0/33"])
     with pytest.raises(ValueError):
         SipOptions(ack_timeout=40)  # beyond Timer H
+
+
+def test_the_cli_flags_make_the_options(monkeypatch):
+    def options(*flags: str) -> SipOptions:
+        return sip_options(build_parser().parse_args(["sip", "agent.py", *flags]))
+
+    monkeypatch.setenv("VOICEAGENT_SIP_INBOUND_PASSWORD", "pw")
+    made = options("--allow-from", "10.0.0.0/8", "--allow-from", "192.0.2.7",
+                   "--inbound-user", "pbx", "--rate-limit", "60", "--rate-burst", "2",
+                   "--ack-timeout", "4", "--drain-timeout", "9")
+    assert [str(n) for n in made.allow_from] == ["10.0.0.0/8", "192.0.2.7/32"]
+    assert made.inbound_auth.username == "pbx" and made.inbound_auth.password == "pw"
+    assert (made.rate_limit.per_minute, made.rate_limit.burst) == (60, 2)
+    assert (made.ack_timeout, made.drain_timeout, made.input_timeout) == (4, 9, 30)
+    assert options("--rate-limit", "0").rate_limit is None
+    with pytest.raises(ConfigError, match="allow_from"):
+        options("--allow-from", "10.0.0.0/33")
+    monkeypatch.delenv("VOICEAGENT_SIP_INBOUND_PASSWORD")
+    with pytest.raises(ConfigError, match="VOICEAGENT_SIP_INBOUND_PASSWORD"):
+        options("--inbound-user", "pbx")
+
+
+async def test_listening_on_every_address_without_an_allow_list_warns(caplog):
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        server = SipServer(AGENT, {}, SipOptions(host=host, port=0))
+        await server.start()
+        await server.close()
+        assert ("takes calls from any address" in caplog.text) == warned
 
 
 # --- with real peers ------------------------------------------------------------------
@@ -165,6 +197,9 @@ async def test_an_answer_never_acknowledged_frees_its_slot(backends, silence_pca
             await asyncio.sleep(0.05)
         busy = await send_udp(target(server), invite(("127.0.0.1", 9), "0"))
         assert busy is not None and busy.startswith(b"SIP/2.0 486"), busy  # slot taken
+        probe = await send_udp(target(server), invite(("127.0.0.1", 9)).replace(
+            b"INVITE", b"OPTIONS"))
+        assert probe is not None and probe.startswith(b"SIP/2.0 503"), probe  # full
         result = await call
         assert result.ok, result.errors + result.output[-2000:]
         assert result.received.count("SIP/2.0 200 OK") >= 2  # the answer and its resend
