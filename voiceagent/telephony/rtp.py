@@ -26,12 +26,16 @@ from ..events import DTMF_KEYS
 from ..pacer import Pacer
 from ..runtime import SessionRuntime
 from ..transports.base import FRAME_SECONDS, RESYNC_SECONDS, LiveAudioInput
-from .media import FRAME_SAMPLES, INPUT_TIMEOUT, TELEPHONE_RATE, Codec
+from .media import FRAME_SAMPLES, TELEPHONE_RATE, Codec
 
 log = logging.getLogger(__name__)
 
 #: Comfort noise (RFC 3389): the caller's side is silent.
 COMFORT_NOISE = 13
+#: Seconds without RTP or RTCP after which the caller is taken to be gone: longer than a
+#: phone with silence suppression may send nothing but RTCP (every ~5 s) or a rare
+#: comfort-noise update.
+RTP_INPUT_TIMEOUT = 30.0
 #: RFC 5761 4: a packet whose second byte is in this range is RTCP (RTP payload types
 #: 64-95 are not used, so muxed RTCP cannot be mistaken for RTP).
 RTCP_SECOND_BYTE = range(192, 224)
@@ -303,7 +307,7 @@ class RtpAudioInput(LiveAudioInput):
     never sends audio, or a caller that vanished without a BYE."""
 
     def __init__(self, endpoint: RtpEndpoint, runtime: SessionRuntime, *,
-                 timeout: float = INPUT_TIMEOUT) -> None:
+                 timeout: float = RTP_INPUT_TIMEOUT) -> None:
         super().__init__(runtime)
         self.endpoint = endpoint
         self.timeout = timeout

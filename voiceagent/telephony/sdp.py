@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from .media import CODECS, Codec
+from .rtp import COMFORT_NOISE
 
 
 class SDPError(ValueError):
@@ -100,7 +101,7 @@ def parse_offer(sdp: str) -> AudioOffer:
         dtmf = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(f, "").lower()
                      == "telephone-event/8000"), None)
         comfort_noise = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(
-            f, "CN/8000" if f == "13" else "").upper() == "CN/8000"), None)
+            f, "CN/8000" if f == str(COMFORT_NOISE) else "").upper() == "CN/8000"), None)
         return AudioOffer(m.address, m.port, codec, payload_type, dtmf, media, index,
                           m.direction, comfort_noise, m.rtcp_mux)
     raise SDPError("no acceptable audio: " + "; ".join(reasons))

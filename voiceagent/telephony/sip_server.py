@@ -28,7 +28,7 @@ from ..agent import Agent
 from ..events import DTMF_KEYS, Event
 from ..ratelimit import RateLimitOptions
 from ..tasks import TaskSet
-from .rtp import JitterBuffer, RtpEndpoint, open_rtp
+from .rtp import RTP_INPUT_TIMEOUT, JitterBuffer, RtpEndpoint, open_rtp
 from .sdp import AudioOffer, SDPError, build_answer, parse_offer
 from .sip_admission import Admission, InboundAuth
 from .sip_call import T1, T2, Dialog, SipCall
@@ -66,7 +66,7 @@ class SipOptions(BaseModel):
     max_calls: int = Field(4, ge=1)
     #: a call whose caller sends neither RTP nor RTCP for this long is ended (seconds);
     #: long, as phones with silence suppression send little while they listen
-    input_timeout: float = Field(30.0, gt=0)
+    input_timeout: float = Field(RTP_INPUT_TIMEOUT, gt=0)
     #: packets the jitter buffer holds before playing (20 ms each)
     jitter_packets: int = Field(3, ge=1, le=25)
     #: take RTP from wherever the caller's first packet comes from (callers behind a NAT);
