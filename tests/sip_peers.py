@@ -33,7 +33,7 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,12 +217,14 @@ async def _run_sipp(scenario: Path, pcap: Path | None, args: list[str],
 async def sipp_call(target: str, pcap: str | Path | None = None, *, local_port: int,
                     media_port: int, hangup: Literal["caller", "callee"] = "caller",
                     wait_after: float = 1.0, scenario: str | Path | None = None,
-                    service: str = "agent", timeout: float = 60.0) -> SippResult:
+                    service: str = "agent", timeout: float = 60.0,
+                    extra_args: Sequence[str] = ()) -> SippResult:
     """One call from sipp (UAC on ``local_port``, RTP from ``media_port``) to ``target``
     ("host:port"): it offers PCMU, PCMA and telephone-event, plays ``pcap`` after the ACK,
     then hangs up ``wait_after`` seconds after the pcap ends (hangup="caller") or waits for
     the server's BYE (hangup="callee"). ``scenario`` replaces the script, e.g.
-    ``UAC_UNSUPPORTED_CODEC``; a script that plays audio finds the pcap as ``call.pcap``."""
+    ``UAC_UNSUPPORTED_CODEC``; a script that plays audio finds the pcap as ``call.pcap``.
+    ``extra_args`` go to sipp as they are (e.g. ``-au``/``-ap`` credentials)."""
     scenario = Path(scenario) if scenario else SCENARIOS / f"uac_{hangup}_bye.xml"
     pcap = Path(pcap) if pcap is not None else None
     if pcap is None and "play_pcap_audio" in scenario.read_text():
@@ -230,7 +232,7 @@ async def sipp_call(target: str, pcap: str | Path | None = None, *, local_port: 
     pause = (pcap_duration(pcap) if pcap else 0.0) + wait_after
     return await _run_sipp(scenario, pcap, [
         "-i", LOOPBACK, "-p", str(local_port), "-mi", LOOPBACK, "-mp", str(media_port),
-        "-s", service, "-d", str(round(pause * 1000)), target], timeout)
+        "-s", service, "-d", str(round(pause * 1000)), *extra_args, target], timeout)
 
 
 @asynccontextmanager
@@ -299,7 +301,7 @@ _STATUS_LINE = re.compile(r"^\[\d+:\d\d:\d\d\] audio=")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _baresip_config(work: Path, local_port: int, wav_in: Path) -> None:
+def _baresip_config(work: Path, local_port: int, wav_in: Path, auth_pass: str | None) -> None:
     (work / "config").write_text(f"""\
 poll_method epoll
 sip_listen {LOOPBACK}:{local_port}
@@ -326,17 +328,19 @@ module_app menu.so
 snd_path {work}
 ringback_disabled yes
 """)
-    (work / "accounts").write_text(f"<sip:caller@{LOOPBACK}:{local_port}>;regint=0\n")
+    auth = f";auth_pass={auth_pass}" if auth_pass else ""
+    (work / "accounts").write_text(f"<sip:caller@{LOOPBACK}:{local_port}>{auth};regint=0\n")
 
 
 async def baresip_call(target_uri: str, wav_in: str | Path, wav_out: str | Path, *,
                        duration: float, local_port: int, hangup_by_caller: bool = True,
-                       timeout: float = 60.0) -> BaresipResult:
+                       timeout: float = 60.0, auth_pass: str | None = None) -> BaresipResult:
     """One call from baresip (SIP on loopback ``local_port``) to ``target_uri``, talking
     ``wav_in`` (any rate; sent as 8 kHz G.711) and recording what it hears to ``wav_out``.
     The caller hangs up ``duration`` seconds after the answer unless the server hangs up
     first; with ``hangup_by_caller=False`` it waits for the server to, until ``timeout``
-    (counted from the start) runs out."""
+    (counted from the start) runs out. ``auth_pass``: the password baresip answers a
+    digest challenge with (user name ``caller``)."""
     if BARESIP is None:
         raise RuntimeError("baresip is not installed")
     started = time.monotonic()
@@ -346,7 +350,7 @@ async def baresip_call(target_uri: str, wav_in: str | Path, wav_out: str | Path,
         talk = load_audio(wav_in, 8000)
         padding = max(timeout, duration) + 5.0  # aufile ends the call at the end of its file
         write_wav(work / "talk.wav", np.pad(talk, (0, int(padding * 8000))), 8000)
-        _baresip_config(work, local_port, work / "talk.wav")
+        _baresip_config(work, local_port, work / "talk.wav", auth_pass)
 
         lines: list[str] = []
         typed: list[str] = []

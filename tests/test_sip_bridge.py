@@ -1,5 +1,6 @@
 """The SIP bridge on loopback, answering raw SIP over UDP: the standard response to every
-kind of bad input, a call that never sends audio, DTMF, and the agent hanging up from a tool.
+kind of bad input, a call that never sends audio, a caller with silence suppression (comfort
+noise, RTCP only), DTMF, and the agent hanging up from a tool.
 
 Calls from real SIP peers (sipp, baresip) are in test_sip_calls.py.
 """
@@ -8,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import time
 import uuid
 
 import pytest
 
 from voiceagent import Agent, AgentOptions
+from voiceagent.audio import load_audio
 from voiceagent.events import Event
 from voiceagent.session import resolve_backends
+from voiceagent.telephony.g711 import encode_ulaw
 from voiceagent.telephony.rtp import RtpPacket
 from voiceagent.telephony.sip_message import SipMessage, parse, response
 from voiceagent.telephony.sip_server import SipOptions, SipServer
@@ -74,10 +79,10 @@ class Peer:
                 f"Max-Forwards: 70\r\n{extra}{content}Content-Length: {len(body)}\r\n\r\n{body}"
                 ).encode()
 
-    def offer(self, formats: str = "0 8 101") -> str:
+    def offer(self, formats: str = "0 8 101", extra: str = "") -> str:
         return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
                 f"m=audio {self.rtp_port} RTP/AVP {formats}\r\n"
-                "a=rtpmap:101 telephone-event/8000\r\n")
+                f"a=rtpmap:101 telephone-event/8000\r\n{extra}")
 
 
 @pytest.fixture
@@ -139,8 +144,10 @@ async def test_bad_input_gets_standard_responses_and_the_bridge_keeps_answering(
     assert not server.calls
 
 
-async def answer_call(server: SipServer, peer: Peer, call_id: str) -> SipMessage:
-    await peer.send(peer.request("INVITE", call_id=call_id, body=peer.offer()), server.address)
+async def answer_call(server: SipServer, peer: Peer, call_id: str,
+                      offer: str = "") -> SipMessage:
+    await peer.send(peer.request("INVITE", call_id=call_id, body=offer or peer.offer()),
+                    server.address)
     ok = await peer.final()
     assert ok.status == 200, ok.reason
     assert "m=audio" in ok.body.decode()
@@ -246,3 +253,72 @@ async def test_a_reinvite_moves_the_media_and_keeps_the_call(bridge):
                                  body=peer.offer("8")), server.address)
     assert (await peer.final()).status == 488
     assert "moving-call" in server.calls
+
+
+@pytest.mark.parametrize("liveness", ["comfort-noise", "rtcp", "rtcp-mux"])
+async def test_a_caller_with_silence_suppression_stays_and_is_answered(bridge, speech_dir,
+                                                                        liveness):
+    """A phone says a sentence, then sends no audio while it listens: only a comfort-noise
+    packet (RFC 3389) or an RTCP report (on the next port, or muxed, RFC 5761) now and then,
+    for more than twice the input timeout. The turn still ends (the bridge plays silence on
+    the clock), the agent answers, and the call stays up."""
+    server, peer = bridge
+    mux = liveness == "rtcp-mux"
+    offer = peer.offer("0 13 101", "a=rtcp-mux\r\n" if mux else "")
+    ok = await answer_call(server, peer, f"quiet-{liveness}", offer)
+    sdp = ok.body.decode()
+    assert "m=audio" in sdp and " 0 101 13\r\n" in sdp and "a=rtpmap:13 CN/8000" in sdp
+    assert ("a=rtcp-mux" in sdp) == mux
+    rtp_port = int(sdp.split("m=audio ")[1].split()[0])
+    call = server.calls[f"quiet-{liveness}"]
+    loop = asyncio.get_running_loop()
+    speech = load_audio(speech_dir / "osr_harvard_list72_part1_8khz.wav", 8000)[:int(4.3 * 8000)]
+    payload = encode_ulaw(speech[:len(speech) // 160 * 160])
+    seq = 0
+    for i in range(0, len(payload), 160):  # the sentence, in real time
+        await loop.sock_sendto(peer.rtp, RtpPacket(0, seq, i, 7, payload[i:i + 160]).encode(),
+                               ("127.0.0.1", rtp_port))
+        seq += 1
+        await asyncio.sleep(0.02)
+    quiet_since = time.monotonic()
+
+    async def signs_of_life() -> None:
+        nonlocal seq
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp:
+            rtcp.bind(("127.0.0.1", 0))
+            while True:
+                await asyncio.sleep(0.7)
+                if liveness == "comfort-noise":  # noise level -70 dBov
+                    packet = RtpPacket(13, seq, seq * 160, 7, bytes([70])).encode()
+                    await loop.sock_sendto(peer.rtp, packet, ("127.0.0.1", rtp_port))
+                    seq += 1
+                else:  # an empty receiver report
+                    report = struct.pack("!BBHI", 0x80, 201, 1, 7)
+                    sock, port = (peer.rtp, rtp_port) if mux else (rtcp, rtp_port + 1)
+                    await loop.sock_sendto(sock, report, ("127.0.0.1", port))
+
+    alive = asyncio.ensure_future(signs_of_life())
+    try:
+        for _ in range(300):
+            if any(e.type == "agent_text" and e.final for e in server.events):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(max(0.0, quiet_since + 2.5 * server.options.input_timeout
+                                - time.monotonic()))
+        assert await peer.receive(0.1) is None  # no BYE
+        assert f"quiet-{liveness}" in server.calls
+    finally:
+        alive.cancel()
+        await asyncio.gather(alive, return_exceptions=True)
+    assert [e.text for e in server.events if e.type == "user_turn"], "the turn never ended"
+    assert any(e.type == "agent_text" and e.final and e.text for e in server.events)
+    if liveness == "comfort-noise":
+        assert call.endpoint.comfort_noise >= 3
+    else:
+        assert call.endpoint.rtcp_received >= 3
+    assert call.endpoint.jitter.skipped == 0  # muxed RTCP is not taken for audio
+    # ...and once the signs of life stop, the input timeout hangs up (after the reply
+    # in progress has played)
+    bye = await peer.final(timeout=30)
+    assert bye.method == "BYE" and "no audio" in (bye.get("reason") or "")
+    await peer.send(response(bye, 200).encode(), server.address)

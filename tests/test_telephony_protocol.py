@@ -9,7 +9,7 @@ import pytest
 from voiceagent.telephony import g711
 from voiceagent.telephony.digest import DigestError, authorization, parse_challenge
 from voiceagent.telephony.media import PCMA, PCMU
-from voiceagent.telephony.rtp import JitterBuffer, RtpPacket, telephone_event
+from voiceagent.telephony.rtp import JitterBuffer, RtpPacket, is_rtcp, telephone_event
 from voiceagent.telephony.sdp import SDPError, build_answer, parse_offer
 from voiceagent.telephony.sip_message import SipParseError, parse, response, uri_of
 
@@ -83,6 +83,26 @@ def test_sdp_offer_picks_pcma_keeps_dtmf_and_refuses_video_in_the_answer():
     assert "m=video 0 RTP/AVP 96" in answer and answer.count("m=") == 2
 
 
+@pytest.mark.parametrize("formats, rtpmap, cn", [
+    ("0 13", "", 13),  # the static payload type, no rtpmap needed
+    ("0 118", "a=rtpmap:118 CN/8000\r\n", 118),  # a dynamic one
+    ("0 118", "a=rtpmap:118 CN/16000\r\n", None),  # not for an 8 kHz call
+    ("0", "", None),
+])
+def test_sdp_answer_takes_comfort_noise_and_rtcp_mux_as_offered(formats, rtpmap, cn):
+    sdp = ("v=0\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           f"m=audio 6000 RTP/AVP {formats}\r\n{rtpmap}")
+    offer = parse_offer(sdp)
+    assert offer.comfort_noise_payload_type == cn and not offer.rtcp_mux
+    answer = build_answer(offer, "127.0.0.1", 7000, rtcp_port=7001)
+    assert f"m=audio 7000 RTP/AVP 0{f' {cn}' if cn else ''}\r\n" in answer
+    assert ("CN/8000" in answer) == bool(cn) and "rtcp" not in answer
+    assert "a=rtcp:7003" in build_answer(offer, "127.0.0.1", 7000, rtcp_port=7003)
+    muxed = parse_offer(sdp + "a=rtcp-mux\r\n")
+    assert muxed.rtcp_mux
+    assert "a=rtcp-mux" in build_answer(muxed, "127.0.0.1", 7000, rtcp_port=7003)
+
+
 @pytest.mark.parametrize("sdp, status", [
     (OFFER.replace(" 9 8 0 101", " 9 101"), 488),  # only G.722
     (OFFER.replace("RTP/AVP 9 8 0 101", "RTP/SAVP 0"), 488),  # SRTP
@@ -103,6 +123,9 @@ def test_rtp_packet_round_trip_and_telephone_event():
     assert telephone_event(back.payload) == ("#", True)
     with pytest.raises(ValueError):
         RtpPacket.decode(b"\x00" * 20)  # version 0
+    # RTCP muxed on the RTP port is told apart by its packet type (RFC 5761 4)
+    assert is_rtcp(bytes([0x80, 201, 0, 1]) + bytes(4)) and not is_rtcp(packet.encode())
+    assert not is_rtcp(RtpPacket(0, 1, 2, 3, bytes(160), True).encode())
 
 
 def test_jitter_buffer_reorders_conceals_losses_and_drops_late_packets():

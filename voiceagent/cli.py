@@ -80,8 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
                           "--host, or the interface that routes to the caller)")
     sip.add_argument("--max-calls", type=int, default=4, metavar="N",
                      help="concurrent calls; more get 486 Busy Here (default 4)")
-    sip.add_argument("--input-timeout", type=float, default=10.0, metavar="SECONDS",
-                     help="hang up when the caller sends no audio this long (default 10)")
+    sip.add_argument("--input-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="hang up when the caller sends no RTP or RTCP this long (default 30)")
+    sip.add_argument("--allow-from", action="append", default=[], metavar="NETWORK",
+                     help="take INVITEs only from this address or network (e.g. "
+                          "10.0.0.0/8; repeat for more); others get 403 (default: anyone)")
+    sip.add_argument("--inbound-user", metavar="USER",
+                     help="challenge INVITEs for this user name (digest); the password is "
+                          "read from $VOICEAGENT_SIP_INBOUND_PASSWORD")
+    sip.add_argument("--realm", default="voiceagent",
+                     help="digest realm of that challenge (default voiceagent)")
+    sip.add_argument("--rate-limit", type=float, default=30.0, metavar="PER_MINUTE",
+                     help="new calls per source address and minute, beyond a burst; more "
+                          "get 503 with Retry-After (default 30; 0: no limit)")
+    sip.add_argument("--rate-burst", type=int, default=10, metavar="N",
+                     help="calls a source may start at once before the rate applies "
+                          "(default 10)")
+    sip.add_argument("--ack-timeout", type=float, default=32.0, metavar="SECONDS",
+                     help="end a call whose 200 OK is not acknowledged this long (default "
+                          "and most 32, Timer H)")
+    sip.add_argument("--drain-timeout", type=float, default=20.0, metavar="SECONDS",
+                     help="on SIGTERM, take no new calls and let those in progress go on this "
+                          "long before hanging them up (default 20)")
     sip.add_argument("--latch-rtp", action="store_true",
                      help="take RTP from wherever the caller's first packet comes from "
                           "(callers behind a NAT)")

@@ -4,6 +4,11 @@ the UDP endpoint that sends the agent's voice and receives the caller's.
 Only packets from the address the caller's SDP named are taken (RTP from anywhere else is
 counted and dropped), unless ``latch`` is on, for callers behind a NAT, in which case the
 first source heard becomes the only one.
+
+A caller with silence suppression sends little or nothing while it listens: a comfort-noise
+packet (RFC 3389) now and then, RTCP reports every few seconds. Both are signs of life: comfort
+noise plays as silence, and RTCP, on the next port or muxed with the RTP (RFC 5761), is only
+counted (we read no statistics from it).
 """
 
 from __future__ import annotations
@@ -21,12 +26,23 @@ from ..events import DTMF_KEYS
 from ..pacer import Pacer
 from ..runtime import SessionRuntime
 from ..transports.base import FRAME_SECONDS, RESYNC_SECONDS, LiveAudioInput
-from .media import FRAME_SAMPLES, INPUT_TIMEOUT, TELEPHONE_RATE, Codec
+from .media import FRAME_SAMPLES, TELEPHONE_RATE, Codec
 
 log = logging.getLogger(__name__)
 
 #: Comfort noise (RFC 3389): the caller's side is silent.
 COMFORT_NOISE = 13
+#: Seconds without RTP or RTCP after which the caller is taken to be gone: longer than a
+#: phone with silence suppression may send nothing but RTCP (every ~5 s) or a rare
+#: comfort-noise update.
+RTP_INPUT_TIMEOUT = 30.0
+#: RFC 5761 4: a packet whose second byte is in this range is RTCP (RTP payload types
+#: 64-95 are not used, so muxed RTCP cannot be mistaken for RTP).
+RTCP_SECOND_BYTE = range(192, 224)
+
+
+def is_rtcp(data: bytes) -> bool:
+    return len(data) >= 8 and data[0] >> 6 == 2 and data[1] in RTCP_SECOND_BYTE
 
 
 @dataclass
@@ -134,21 +150,27 @@ def _before(a: int, b: int) -> bool:
 
 
 class RtpEndpoint(asyncio.DatagramProtocol):
-    """One call's UDP socket: packets from the caller go to the jitter buffer (audio) or
-    ``on_key`` (telephone-events); :meth:`send` sends one 20 ms frame of agent audio."""
+    """One call's UDP socket: packets from the caller go to the jitter buffer (audio and
+    comfort noise) or ``on_key`` (telephone-events); :meth:`send` sends one 20 ms frame of
+    agent audio. RTCP, muxed on this socket or on the RTCP socket :func:`open_rtp` adds,
+    only keeps the call alive (``last_received``)."""
 
     def __init__(self, remote: tuple[str, int], codec: Codec, payload_type: int,
                  dtmf_payload_type: int | None, *, on_key: Callable[[str], None] | None = None,
-                 latch: bool = False, jitter: JitterBuffer | None = None) -> None:
+                 latch: bool = False, jitter: JitterBuffer | None = None,
+                 comfort_noise_payload_type: int | None = None) -> None:
         self.remote = remote
         self.codec = codec
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
+        self.comfort_noise_payload_type = comfort_noise_payload_type
         self.on_key = on_key
         self.latch = latch
         self.jitter = jitter or JitterBuffer()
         self.transport: asyncio.DatagramTransport | None = None
+        self.rtcp_transport: asyncio.DatagramTransport | None = None
         self.received = self.rejected = self.malformed = 0
+        self.comfort_noise = self.rtcp_received = 0
         self.last_received: float | None = None
         self._latched = False
         self._ssrc_in: int | None = None
@@ -166,8 +188,28 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         assert self.transport is not None
         return self.transport.get_extra_info("sockname")[1]
 
+    @property
+    def rtcp_port(self) -> int:
+        """Where the caller's RTCP goes when it is not muxed."""
+        if self.rtcp_transport is None:
+            return self.local_port + 1
+        return self.rtcp_transport.get_extra_info("sockname")[1]
+
+    def rtcp_heard(self, data: bytes, addr: tuple) -> None:
+        """An RTCP packet from the caller's host: alive. RTCP comes from the port after its
+        RTP or a port of its own (RFC 3605), so only the host is checked."""
+        host = self.remote[0] if (self._latched or not self.latch) else addr[0]
+        if addr[0] != host or not is_rtcp(data):
+            self.rejected += 1
+            return
+        self.rtcp_received += 1
+        self.last_received = asyncio.get_running_loop().time()
+
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         source = (addr[0], addr[1])
+        if is_rtcp(data):  # muxed RTCP (RFC 5761)
+            self.rtcp_heard(data, addr)
+            return
         if source != self.remote:
             if not (self.latch and not self._latched):
                 if not self.rejected:
@@ -189,7 +231,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self.jitter = JitterBuffer(self.jitter.depth, self.jitter.max_depth)
         if packet.payload_type == self.payload_type:
             self.jitter.push(packet.sequence, packet.payload)
-        else:
+        else:  # comfort noise plays as silence; a telephone-event is not audio either
+            self.comfort_noise += packet.payload_type == self.comfort_noise_payload_type
             self.jitter.push(packet.sequence, None)
             if packet.payload_type == self.dtmf_payload_type:
                 self._telephone_event(packet)
@@ -215,19 +258,56 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.transport.sendto(packet.encode(), self.remote)
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        for transport in (self.transport, self.rtcp_transport):
+            if transport is not None:
+                transport.close()
+
+
+class _RtcpSocket(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: RtpEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.endpoint.rtcp_heard(data, addr)
+
+
+async def open_rtp(endpoint: RtpEndpoint, host: str, *, rtcp: bool = True,
+                   tries: int = 20) -> RtpEndpoint:
+    """Bind ``endpoint`` on ``host`` and, with ``rtcp``, a socket for the caller's RTCP:
+    on the next port when it is free (RFC 3550 11, what every peer assumes), else on any
+    port (announced with ``a=rtcp``, RFC 3605)."""
+    loop = asyncio.get_running_loop()
+
+    async def bind(protocol: Callable[[], asyncio.DatagramProtocol], port: int
+                   ) -> asyncio.DatagramTransport:
+        transport, _ = await loop.create_datagram_endpoint(protocol, local_addr=(host, port))
+        return transport
+
+    for attempt in range(tries + 1 if rtcp else 1):
+        rtp = await bind(lambda: endpoint, 0)
+        if not rtcp:
+            return endpoint
+        try:  # the last attempt takes any port for RTCP
+            endpoint.rtcp_transport = await bind(
+                lambda: _RtcpSocket(endpoint), endpoint.local_port + 1 if attempt < tries else 0)
+            return endpoint
+        except (OSError, OverflowError):
+            rtp.close()  # the next port is taken: a new pair
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
 
 
 class RtpAudioInput(LiveAudioInput):
     """The caller's audio, taken from the jitter buffer every 20 ms on the session clock
-    (silence where packets are missing). Packets of another length (a phone sending 30 ms)
-    are taken by their audio, not their count, so the input never drifts from real time.
-    Ends after ``timeout`` seconds without a packet: a call that never sends audio, or a
-    caller that vanished without a BYE."""
+    (silence where packets are missing, so the session's time moves on and a turn ends while
+    a caller with silence suppression sends nothing). Packets of another length (a phone
+    sending 30 ms) are taken by their audio, not their count, so the input never drifts from
+    real time. Ends after ``timeout`` seconds without an RTP or RTCP packet: a call that
+    never sends audio, or a caller that vanished without a BYE."""
 
     def __init__(self, endpoint: RtpEndpoint, runtime: SessionRuntime, *,
-                 timeout: float = INPUT_TIMEOUT) -> None:
+                 timeout: float = RTP_INPUT_TIMEOUT) -> None:
         super().__init__(runtime)
         self.endpoint = endpoint
         self.timeout = timeout

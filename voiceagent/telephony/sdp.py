@@ -1,5 +1,6 @@
 """SDP offer/answer for a phone call's audio (RFC 4566, RFC 3264): G.711 at 8 kHz, with
-RFC 4733 telephone-events when the caller offers them."""
+RFC 4733 telephone-events, RFC 3389 comfort noise and RFC 5761 RTP/RTCP multiplexing when
+the caller offers them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from .media import CODECS, Codec
+from .rtp import COMFORT_NOISE
 
 
 class SDPError(ValueError):
@@ -27,11 +29,13 @@ class MediaLine:
     address: str
     rtpmap: dict[str, str]  # payload type -> "PCMU/8000"
     direction: str = "sendrecv"
+    rtcp_mux: bool = False
 
 
 @dataclass
 class AudioOffer:
-    """What we take from an offer: where to send, which codec, the DTMF payload type."""
+    """What we take from an offer: where to send, which codec, the DTMF and comfort-noise
+    payload types, whether RTCP shares the RTP port."""
 
     address: str
     port: int
@@ -41,6 +45,8 @@ class AudioOffer:
     media: list[MediaLine]  # every m-line, for an answer that mirrors them
     audio_index: int
     direction: str
+    comfort_noise_payload_type: int | None = None
+    rtcp_mux: bool = False
 
 
 def parse_offer(sdp: str) -> AudioOffer:
@@ -73,6 +79,8 @@ def parse_offer(sdp: str) -> AudioOffer:
                 current.rtpmap[pt.strip()] = encoding.strip()
             elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
                 current.direction = name
+            elif name == "rtcp-mux":
+                current.rtcp_mux = True
     audio = [i for i, m in enumerate(media) if m.media == "audio" and m.port != 0]
     if not audio:
         raise SDPError("the offer has no audio stream")
@@ -92,8 +100,10 @@ def parse_offer(sdp: str) -> AudioOffer:
         payload_type, codec = choice
         dtmf = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(f, "").lower()
                      == "telephone-event/8000"), None)
+        comfort_noise = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(
+            f, "CN/8000" if f == str(COMFORT_NOISE) else "").upper() == "CN/8000"), None)
         return AudioOffer(m.address, m.port, codec, payload_type, dtmf, media, index,
-                          m.direction)
+                          m.direction, comfort_noise, m.rtcp_mux)
     raise SDPError("no acceptable audio: " + "; ".join(reasons))
 
 
@@ -126,9 +136,10 @@ _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly":
 
 
 def build_answer(offer: AudioOffer, address: str, port: int, session_id: int | None = None,
-                 version: int = 1) -> str:
-    """Our answer: the chosen codec (and telephone-event) on the audio line, every other
-    offered stream refused with port 0, as RFC 3264 requires."""
+                 version: int = 1, rtcp_port: int | None = None) -> str:
+    """Our answer: the chosen codec (and telephone-event, comfort noise, rtcp-mux, as
+    offered) on the audio line, every other offered stream refused with port 0, as RFC 3264
+    requires. ``rtcp_port`` other than ``port + 1`` is announced (``a=rtcp``, RFC 3605)."""
     sid = session_id if session_id is not None else secrets.randbelow(2**31)
     family = "IP6" if ":" in address else "IP4"
     lines = ["v=0", f"o=voiceagent {sid} {version} IN {family} {address}", "s=voiceagent",
@@ -138,12 +149,19 @@ def build_answer(offer: AudioOffer, address: str, port: int, session_id: int | N
             lines.append(f"m={m.media} 0 {m.proto} {' '.join(m.formats)}")
             continue
         formats = [offer.payload_type]
-        if offer.dtmf_payload_type is not None:
-            formats.append(offer.dtmf_payload_type)
+        for extra in (offer.dtmf_payload_type, offer.comfort_noise_payload_type):
+            if extra is not None:
+                formats.append(extra)
         lines.append(f"m=audio {port} RTP/AVP {' '.join(map(str, formats))}")
         lines.append(f"a=rtpmap:{offer.payload_type} {offer.codec.name}/8000")
         if offer.dtmf_payload_type is not None:
             lines += [f"a=rtpmap:{offer.dtmf_payload_type} telephone-event/8000",
                       f"a=fmtp:{offer.dtmf_payload_type} 0-15"]
+        if offer.comfort_noise_payload_type is not None:
+            lines.append(f"a=rtpmap:{offer.comfort_noise_payload_type} CN/8000")
+        if offer.rtcp_mux:
+            lines.append("a=rtcp-mux")
+        elif rtcp_port is not None and rtcp_port != port + 1:
+            lines.append(f"a=rtcp:{rtcp_port}")
         lines += ["a=ptime:20", f"a={_ANSWER_DIRECTION.get(offer.direction, 'sendrecv')}"]
     return "\r\n".join(lines) + "\r\n"

@@ -1,5 +1,6 @@
 """The engine of ``voiceagent sip``: load the agent and its models once, then answer calls
-until interrupted (Ctrl-C or SIGTERM hang up every call with a BYE first)."""
+until stopped. SIGTERM drains (no new calls; those in progress may finish within the drain
+deadline, then get a BYE); Ctrl-C, or a second SIGTERM, hangs up every call at once."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import os
 import signal
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from .. import registry
 from ..errors import ConfigError
 from ..events import Event, JsonlEventWriter
 from ..loader import apply_backend_overrides, load_agent
+from ..race import race
+from ..ratelimit import RateLimitOptions
 from ..session import resolve_backends
+from .sip_admission import InboundAuth
 from .sip_register import RegistrationOptions
 from .sip_server import SipOptions, SipServer
 
@@ -28,9 +34,27 @@ def sip_options(args: argparse.Namespace) -> SipOptions:
             registrar=registrar, username=user, domain=args.domain,
             auth_username=args.auth_user,
             password=os.environ.get("VOICEAGENT_SIP_PASSWORD", ""), expires=args.expires)
-    return SipOptions(host=args.host, port=args.port, public_address=args.public_address,
-                      max_calls=args.max_calls, input_timeout=args.input_timeout,
-                      latch_rtp=args.latch_rtp, registration=registration)
+    inbound_auth = None
+    if args.inbound_user:
+        password = os.environ.get("VOICEAGENT_SIP_INBOUND_PASSWORD", "")
+        if not password:
+            raise ConfigError("--inbound-user needs the password in "
+                              "$VOICEAGENT_SIP_INBOUND_PASSWORD")
+        inbound_auth = InboundAuth(username=args.inbound_user, password=password,
+                                   realm=args.realm)
+    rate_limit = (RateLimitOptions(per_minute=args.rate_limit, burst=args.rate_burst)
+                  if args.rate_limit > 0 else None)
+    try:
+        return SipOptions(host=args.host, port=args.port, public_address=args.public_address,
+                          max_calls=args.max_calls, input_timeout=args.input_timeout,
+                          latch_rtp=args.latch_rtp, registration=registration,
+                          allow_from=args.allow_from, inbound_auth=inbound_auth,
+                          rate_limit=rate_limit, ack_timeout=args.ack_timeout,
+                          drain_timeout=args.drain_timeout)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"bad SIP options: {problems}") from exc
 
 
 async def serve_sip(args: argparse.Namespace) -> int:
@@ -41,10 +65,11 @@ async def serve_sip(args: argparse.Namespace) -> int:
     writer = JsonlEventWriter(args.events) if args.events else None
     subscribers: list[Callable[[Event], object]] = [writer] if writer else []
     server = SipServer(agent, backends, options, subscribers=subscribers)
-    stop = asyncio.Event()
+    stop, drain = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    # SIGTERM drains; a second one (or Ctrl-C) hangs up at once
+    loop.add_signal_handler(signal.SIGTERM, lambda: (stop if drain.is_set() else drain).set())
     try:
         try:
             await server.start()
@@ -53,7 +78,11 @@ async def serve_sip(args: argparse.Namespace) -> int:
         host, port = server.address
         print(f"voiceagent: answering SIP calls for {args.agent} on {host}:{port} (UDP)",
               flush=True)
-        await stop.wait()
+        await race(stop.wait(), drain.wait())
+        if drain.is_set() and not stop.is_set():
+            print(f"voiceagent: draining: no new calls; {len(server.calls)} in progress get "
+                  f"up to {options.drain_timeout:g} s", flush=True)
+            await race(server.drain(), stop.wait())
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

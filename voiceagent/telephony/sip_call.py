@@ -75,13 +75,14 @@ class SipCall:
     def __init__(self, *, invite: SipMessage, source: tuple[str, int], dialog: Dialog,
                  offer: AudioOffer, endpoint: RtpEndpoint, agent: Agent,
                  backends: dict[str, object], subscribers: list[Callable[[Event], object]],
-                 input_timeout: float, via_host: str) -> None:
+                 input_timeout: float, via_host: str, ack_timeout: float = 64 * T1) -> None:
         self.invite_branch = invite.branch  # to recognise a retransmitted INVITE
         self.source = source
         self.dialog = dialog
         self.offer = offer
         self.endpoint = endpoint
         self.via_host = via_host
+        self.ack_timeout = ack_timeout
         self.answer: SipMessage | None = None  # our 200 OK, resent until the ACK
         self.acked = asyncio.Event()
         self.reason = ""
@@ -113,8 +114,10 @@ class SipCall:
         self.reason = self.reason or "the caller hung up"
         self._done.set()
 
-    async def serve(self, send: Send, request: Request) -> None:
-        """The call, from the 200 OK to the end; cleans up even when cancelled."""
+    async def serve(self, send: Send, request: Request,
+                    ended: Callable[[], object] = lambda: None) -> None:
+        """The call, from the 200 OK to the end; cleans up even when cancelled. ``ended``
+        runs once the session and its media are gone, before our BYE is answered."""
         try:
             await self.start()
             # the session's graph owns the resending: it ends with the session
@@ -125,20 +128,22 @@ class SipCall:
             self.reason = self.reason or "the bridge closed"
             await self.session.stop(reason=self.reason)
             self.endpoint.close()
+            ended()
             if not self.caller_hung_up:
                 await self._send_bye(request)
 
     async def _resend_answer_until_acked(self, send: Send) -> None:
         """RFC 3261 13.3.1.4: the 200 OK is resent (T1, doubling to T2) until the ACK;
-        with no ACK after 64*T1 the call is ended."""
+        with no ACK after ``ack_timeout`` (at most Timer H, 64*T1) the call is ended."""
         interval, waited = T1, 0.0
         while not self.acked.is_set():
+            step = min(interval, self.ack_timeout - waited)
             try:
-                await asyncio.wait_for(self.acked.wait(), interval)
+                await asyncio.wait_for(self.acked.wait(), step)
                 return
             except TimeoutError:
-                waited += interval
-            if waited >= 64 * T1:
+                waited += step
+            if waited >= self.ack_timeout - 1e-6:
                 self.reason = "the caller never acknowledged the answer (no ACK)"
                 self._done.set()
                 return

@@ -6,24 +6,31 @@ prescribes: ``400`` for malformed messages it can answer, ``405``/``501`` for me
 does not serve, ``481`` for requests outside any call, ``486`` when ``max_calls`` are in
 progress, ``488`` for offers without PCMU or PCMA. Retransmitted requests get the same
 response again; our own requests are retransmitted until answered (timers T1/T2).
+
+New INVITEs pass the admission checks first (allow-list, rate limit, digest challenge: see
+:mod:`.sip_admission`). While the bridge drains (SIGTERM) new INVITEs and OPTIONS probes get
+``503``, as OPTIONS does when every call slot is taken, so a front proxy sends calls elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, IPvAnyNetwork
 
 from ..agent import Agent
 from ..events import DTMF_KEYS, Event
+from ..ratelimit import RateLimitOptions
 from ..tasks import TaskSet
-from .rtp import JitterBuffer, RtpEndpoint
+from .rtp import RTP_INPUT_TIMEOUT, JitterBuffer, RtpEndpoint, open_rtp
 from .sdp import AudioOffer, SDPError, build_answer, parse_offer
+from .sip_admission import Admission, InboundAuth
 from .sip_call import T1, T2, Dialog, SipCall
 from .sip_message import (
     SipMessage,
@@ -57,14 +64,25 @@ class SipOptions(BaseModel):
     #: the local address that routes to the caller)
     public_address: str | None = None
     max_calls: int = Field(4, ge=1)
-    #: a call whose caller sends no RTP for this long is ended (seconds)
-    input_timeout: float = Field(10.0, gt=0)
+    #: a call whose caller sends neither RTP nor RTCP for this long is ended (seconds);
+    #: long, as phones with silence suppression send little while they listen
+    input_timeout: float = Field(RTP_INPUT_TIMEOUT, gt=0)
     #: packets the jitter buffer holds before playing (20 ms each)
     jitter_packets: int = Field(3, ge=1, le=25)
     #: take RTP from wherever the caller's first packet comes from (callers behind a NAT);
     #: off, only the address in the caller's SDP is accepted
     latch_rtp: bool = False
     registration: RegistrationOptions | None = None
+    #: networks INVITEs are taken from (the PBX, the trunk); empty: from anywhere
+    allow_from: list[IPvAnyNetwork] = []
+    #: credentials inbound INVITEs must prove (digest); None: no challenge
+    inbound_auth: InboundAuth | None = None
+    #: new calls per source address; None: unlimited
+    rate_limit: RateLimitOptions | None = Field(default_factory=RateLimitOptions)
+    #: a 200 OK not acknowledged this long ends its call (RFC 3261 Timer H is 64*T1 = 32 s)
+    ack_timeout: float = Field(64 * T1, gt=0, le=64 * T1)
+    #: on SIGTERM, how long calls in progress may go on before they get a BYE (seconds)
+    drain_timeout: float = Field(20.0, ge=0)
 
 
 class SipServer(asyncio.DatagramProtocol):
@@ -81,6 +99,9 @@ class SipServer(asyncio.DatagramProtocol):
         self._responses: OrderedDict[tuple[str, str, str], tuple[float, bytes]] = OrderedDict()
         self._starting: set[str] = set()  # Call-IDs whose INVITE is being answered
         self.registrar: Registrar | None = None
+        self.admission = Admission(allow_from=options.allow_from,
+                                   rate_limit=options.rate_limit, auth=options.inbound_auth)
+        self.draining = False
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -88,6 +109,9 @@ class SipServer(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=(self.options.host,
                                                                       self.options.port))
+        if not self.options.allow_from and not _is_loopback(self.options.host):
+            log.warning("SIP bridge on %s takes calls from any address: set allow_from "
+                        "(--allow-from) to your PBX or trunk, or inbound_auth", self.options.host)
         if self.options.registration is not None:
             self.registrar = Registrar(
                 self.options.registration, self.request,
@@ -99,6 +123,23 @@ class SipServer(asyncio.DatagramProtocol):
         assert self.transport is not None
         host, port = self.transport.get_extra_info("sockname")[:2]
         return host, port
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop taking calls (new INVITEs and OPTIONS get 503) and wait until the calls in
+        progress are over, for up to ``timeout`` seconds (default ``drain_timeout``); then
+        :meth:`close` hangs up those still going."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.options.drain_timeout if timeout is None else timeout)
+        while busy := [t for t in self._tasks
+                       if t.get_name().startswith(("sip-call", "sip-answer"))]:
+            if (remaining := deadline - loop.time()) <= 0:
+                break
+            await asyncio.wait(busy, timeout=remaining)
+
+    @property
+    def full(self) -> bool:
+        return len(self.calls) + len(self._starting) >= self.options.max_calls
 
     async def close(self) -> None:
         """Hang up every call (BYE), unregister, and leave no task or socket behind."""
@@ -193,10 +234,20 @@ class SipServer(asyncio.DatagramProtocol):
             if call is not None and call.invite_branch == msg.branch and call.answer:
                 self.send(call.answer, source)  # a retransmitted INVITE
             return
+        refusal = self.admission.check(msg, source[0])
+        if refusal is not None:
+            if refusal.status != 401:
+                log.info("INVITE from %s:%d refused: %d %s", *source, refusal.status,
+                         refusal.reason)
+            self._reply(msg, source, refusal.status, refusal.reason, headers=refusal.headers)
+            return
+        if self.draining:
+            self._reply(msg, source, 503, "Service Unavailable (shutting down)")
+            return
         if msg.get("require"):
             self._reply(msg, source, 420, headers=[("Unsupported", msg.get("require") or "")])
             return
-        if len(self.calls) + len(self._starting) >= self.options.max_calls:
+        if self.full:
             self._reply(msg, source, 486, f"Busy Here (at most {self.options.max_calls} calls)")
             return
         try:
@@ -215,29 +266,28 @@ class SipServer(asyncio.DatagramProtocol):
                       offer: AudioOffer) -> None:
         host = self._contact_host(source)
         contact = ("Contact", f"<sip:voiceagent@{host}:{self.address[1]}>")
-        endpoint: RtpEndpoint | None = None
+        endpoint = RtpEndpoint((offer.address, offer.port), offer.codec, offer.payload_type,
+                               offer.dtmf_payload_type, latch=self.options.latch_rtp,
+                               jitter=JitterBuffer(self.options.jitter_packets),
+                               comfort_noise_payload_type=offer.comfort_noise_payload_type)
         try:
-            _, endpoint = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: RtpEndpoint((offer.address, offer.port), offer.codec,
-                                    offer.payload_type, offer.dtmf_payload_type,
-                                    latch=self.options.latch_rtp,
-                                    jitter=JitterBuffer(self.options.jitter_packets)),
-                local_addr=(self.options.host, 0))
+            await open_rtp(endpoint, self.options.host, rtcp=not offer.rtcp_mux)
             call = SipCall(invite=invite, source=source,
                            dialog=Dialog.from_invite(invite, new_tag()), offer=offer,
                            endpoint=endpoint, agent=self.agent, backends=self.backends,
                            subscribers=self.subscribers,
                            input_timeout=self.options.input_timeout,
+                           ack_timeout=self.options.ack_timeout,
                            via_host=f"{host}:{self.address[1]}")
         except Exception as exc:
             log.exception("could not answer call %s", invite.call_id)
-            if endpoint is not None:
-                endpoint.close()
+            endpoint.close()
             self._reply(invite, source, 500, f"Server Internal Error: {type(exc).__name__}")
             return
         finally:
             self._starting.discard(invite.call_id)
-        sdp = build_answer(offer, host, endpoint.local_port).encode()
+        sdp = build_answer(offer, host, endpoint.local_port,
+                           rtcp_port=endpoint.rtcp_port).encode()
         answer = response(invite, 200, to_tag=call.dialog.local_tag, body=sdp,
                           content_type="application/sdp")
         answer.add(*contact)
@@ -249,7 +299,9 @@ class SipServer(asyncio.DatagramProtocol):
 
     async def _run_call(self, call: SipCall) -> None:
         try:
-            await call.serve(self.send, self.request)
+            # the slot is free as soon as the call is over, before our BYE is answered
+            await call.serve(self.send, self.request,
+                             ended=lambda: self.calls.pop(call.call_id, None))
         finally:
             self.calls.pop(call.call_id, None)
 
@@ -266,7 +318,8 @@ class SipServer(asyncio.DatagramProtocol):
         call.endpoint.remote = (offer.address, offer.port)
         host = self._contact_host(source)
         sdp = build_answer(call.offer, host, call.endpoint.local_port,
-                           version=call.dialog.local_cseq + 2).encode()
+                           version=call.dialog.local_cseq + 2,
+                           rtcp_port=call.endpoint.rtcp_port).encode()
         self._reply(msg, source, 200, to_tag=call.dialog.local_tag, body=sdp,
                     content_type="application/sdp",
                     headers=[("Contact", f"<sip:voiceagent@{host}:{self.address[1]}>")])
@@ -292,6 +345,12 @@ class SipServer(asyncio.DatagramProtocol):
         self._reply(msg, source, 200 if known else 481)
 
     def _on_options(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        """A probe (a proxy's dispatcher, a trunk's keep-alive): 503 when no call would
+        be taken now, so the prober sends calls elsewhere."""
+        if self.draining or self.full:
+            self._reply(msg, source, 503, "Service Unavailable ("
+                        + ("shutting down)" if self.draining else "every call slot is taken)"))
+            return
         self._reply(msg, source, 200, headers=[
             ("Allow", ALLOW), ("Accept", "application/sdp, application/dtmf-relay")])
 
@@ -349,3 +408,10 @@ class SipServer(asyncio.DatagramProtocol):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((peer[0], 9))  # no packet is sent: only the route is looked up
             return probe.getsockname()[0]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
