@@ -51,11 +51,12 @@ class PushedAudioInput(LiveAudioInput):
     session itself when the caller hangs up).
     """
 
+    peer = "the caller"
+
     def __init__(self, runtime: SessionRuntime, *, rate: int = TELEPHONE_RATE,
                  timeout: float = INPUT_TIMEOUT, max_queued: int = 100) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, input_timeout=timeout)
         self.rate = rate
-        self.timeout = timeout
         self._queue: asyncio.Queue[np.ndarray] = asyncio.Queue(max_queued)
 
     def push(self, samples: np.ndarray) -> None:
@@ -64,13 +65,7 @@ class PushedAudioInput(LiveAudioInput):
         self._queue.put_nowait(samples)
 
     async def receive(self) -> tuple[np.ndarray, int] | None:
-        try:
-            samples = await asyncio.wait_for(self._queue.get(), self.timeout)
-        except TimeoutError:
-            self.end_reason = f"no audio from the caller for {self.timeout:g} s"
-            log.info("%s: %s; ending", self.runtime.session_id, self.end_reason)
-            return None
-        return samples, self.rate
+        return await self._queue.get(), self.rate
 
 
 class CallAudioOutput(AudioSinkNode):
