@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
@@ -40,15 +40,15 @@ junk_text = st.one_of(
 
 
 @st.composite
-def mutated_lines(draw: st.DrawFn, lines: list[str]) -> tuple[str, list[str]]:
-    """(what was done, the lines after one to three mutations): a line removed,
-    duplicated, moved, replaced by junk, cut short, or one of its fields replaced."""
+def mutated_lines(draw: st.DrawFn, lines: list[str], label: str) -> list[str]:
+    """The lines after one to three mutations, each counted as an event ``label: kind``:
+    a line removed, duplicated, moved, replaced by junk, cut short, one inserted, or one of
+    a line's fields replaced."""
     lines = list(lines)
-    done = []
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["remove", "duplicate", "move", "replace", "truncate",
                                      "field", "insert"]))
-        done.append(kind)
+        event(f"{label}: {kind}")
         if not lines:
             lines.append(draw(junk_text))
             continue
@@ -70,7 +70,7 @@ def mutated_lines(draw: st.DrawFn, lines: list[str]) -> tuple[str, list[str]]:
             j = draw(st.integers(0, len(fields) - 1))
             fields[j] = draw(junk_text)
             lines[i] = "".join(fields)
-    return "+".join(sorted(set(done))), lines
+    return lines
 
 
 def _fields(line: str) -> list[str]:

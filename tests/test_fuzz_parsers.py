@@ -65,16 +65,14 @@ def sip_datagrams(draw: st.DrawFn) -> bytes:
         event("sip: raw bytes")
         return draw(st.binary(max_size=2000))
     if kind == "sdp-body":
-        what, body = draw(mutated_lines(SIP_OFFER.split("\r\n")))
-        event(f"sip: INVITE, sdp {what}")
+        body = draw(mutated_lines(SIP_OFFER.split("\r\n"), "sip: INVITE with its SDP"))
         text = "\r\n".join(body)
         head = sip_lines("INVITE")[:-3] + [f"Content-Length: {len(text.encode())}"]
         return ("\r\n".join(head) + "\r\n\r\n" + text).encode("utf-8", "surrogatepass")
     lines = sip_lines(draw(st.sampled_from(METHODS)))
     if kind == "response":
         lines[0] = f"SIP/2.0 {draw(st.sampled_from(['100', '200', '401', '486']))} Reason"
-    what, mutated = draw(mutated_lines(lines))
-    event(f"sip: {kind} {what}")
+    mutated = draw(mutated_lines(lines, f"sip: {kind}"))
     separator = draw(st.sampled_from(["\r\n", "\n"]))
     return separator.join(mutated).encode("utf-8", "surrogatepass")
 
@@ -103,8 +101,7 @@ def sip_offers(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         event("sdp: raw text")
         return draw(st.text(max_size=500))
-    what, lines = draw(mutated_lines(SIP_OFFER.split("\r\n")))
-    event(f"sdp: {what}")
+    lines = draw(mutated_lines(SIP_OFFER.split("\r\n"), "sdp"))
     return draw(st.sampled_from(["\r\n", "\n"])).join(lines)
 
 

@@ -36,7 +36,8 @@ from ..agent import Agent
 from ..events import Event
 from ..telephony.media_stream import MediaStreamCall
 from ..telephony.serializers import SERIALIZERS, twiml_connect_stream
-from ..transports.webrtc_peer import OfferError, WebRTCPeer
+from ..transports.webrtc_offer import OfferError, check_offer
+from ..transports.webrtc_peer import WebRTCPeer
 from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
             answer = await peer.accept(sdp)
         except OfferError as exc:
             await peer.close("offer rejected")
-            return JSONResponse({"error": str(exc)}, 400)
+            return JSONResponse({"error": str(exc)}, exc.status)
         except BaseException:
             await peer.close("failed to answer")
             raise
@@ -207,8 +208,8 @@ def _parse_offer(body: bytes) -> str:
     if msg.get("type") != "offer":
         raise HTTPError(400, '"type" must be "offer"')
     sdp: str = msg["sdp"]
-    if not sdp.startswith("v=0"):
-        raise HTTPError(400, "not an SDP session description")
-    if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
-        raise HTTPError(422, "the offer has no audio m-line: add a microphone track")
+    try:  # WebRTCPeer.accept checks it too; here a bad offer costs no slot or peer connection
+        check_offer(sdp)
+    except OfferError as exc:
+        raise HTTPError(exc.status, str(exc)) from exc
     return sdp
