@@ -2,20 +2,41 @@
 that turn a valid message into the malformed ones a fuzzer or a broken peer sends.
 
 ``HYPOTHESIS_PROFILE=ci`` (the default) is the bounded run of the test suite;
-``HYPOTHESIS_PROFILE=long`` (scripts/fuzz.sh) tries ``FUZZ_SCALE`` (100) times as many
-inputs. Each test labels its inputs with :func:`hypothesis.event`, so
-``--hypothesis-show-statistics`` says how many of which kinds were tried.
+``HYPOTHESIS_PROFILE=long`` (scripts/fuzz.sh) tries ``FUZZ_SCALE`` (25) times as many
+inputs. Each input is counted by kind with :func:`tried` (and its mutations labelled with
+:func:`hypothesis.event`); loaded as a pytest plugin (``-p fuzzing``, as scripts/fuzz.sh
+does), this module prints the counts at the end of the run.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
+from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-SCALE = int(os.environ.get("FUZZ_SCALE", "100")) if PROFILE == "long" else 1
+SCALE = int(os.environ.get("FUZZ_SCALE", "25")) if PROFILE == "long" else 1
+
+
+#: Inputs tried in this process, by kind (hypothesis's replays and shrinks included).
+TRIED: Counter[str] = Counter()
+
+
+def tried(kind: str) -> None:
+    """Count one input of this kind, and label it for ``--hypothesis-show-statistics``."""
+    event(kind)
+    TRIED[kind] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TRIED:
+        terminalreporter.section(f"fuzz inputs tried (profile {PROFILE}, scale {SCALE})")
+        for kind, count in sorted(TRIED.items()):
+            terminalreporter.write_line(f"{count:>9}  {kind}")
+        terminalreporter.write_line(f"{sum(TRIED.values()):>9}  in all")
 
 
 def fuzz_settings(ci_examples: int) -> settings:
@@ -82,3 +103,33 @@ def _fields(line: str) -> list[str]:
             start = i + 1
     parts.append(line[start:])
     return parts
+
+
+# -- SIP ------------------------------------------------------------------------------------
+
+#: A phone's offer: G.711 both ways, RFC 4733 events, and a video stream to refuse.
+SIP_OFFER = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             "m=audio 6000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+             "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n"
+             "a=sendrecv\r\nm=video 6002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n")
+
+
+def sip_lines(method: str, *, call_id: str = "call-1@127.0.0.1", branch: str = "z9hG4bK-1",
+              cseq: int = 1, to_tag: str = "", body: str | None = None) -> list[str]:
+    """A valid request as lines, the blank line and the body last; an INVITE carries
+    :data:`SIP_OFFER` unless ``body`` says otherwise."""
+    if body is None:
+        body = SIP_OFFER if method == "INVITE" else ""
+    lines = [f"{method} sip:agent@127.0.0.1:5060 SIP/2.0",
+             f"Via: SIP/2.0/UDP 127.0.0.1:5071;branch={branch};rport",
+             "Max-Forwards: 70",
+             'From: "Alice" <sip:alice@127.0.0.1>;tag=abc',
+             "To: <sip:agent@127.0.0.1>" + (f";tag={to_tag}" if to_tag else ""),
+             f"Call-ID: {call_id}",
+             f"CSeq: {cseq} {method}",
+             "Contact: <sip:alice@127.0.0.1:5071>"]
+    if method == "INVITE":
+        lines.append("Content-Type: application/sdp")
+    elif method == "INFO":
+        lines.append("Content-Type: application/dtmf-relay")
+    return lines + [f"Content-Length: {len(body.encode())}", "", body]

@@ -10,15 +10,19 @@ and field by field, and raw bytes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
 
-from fuzzing import fuzz_settings, junk_text, mutated_lines
-from hypothesis import event, example, given
+import pytest
+from fuzzing import SIP_OFFER, fuzz_settings, junk_text, mutated_lines, sip_lines, tried
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from voiceagent.telephony.rtp import JitterBuffer, RtpPacket, telephone_event
+from voiceagent.events import DTMF_KEYS
+from voiceagent.telephony.media import PCMU
+from voiceagent.telephony.rtp import JitterBuffer, RtpEndpoint, RtpPacket, telephone_event
 from voiceagent.telephony.sdp import SDPError, build_answer, parse_offer
 from voiceagent.telephony.serializers import (
     SERIALIZERS,
@@ -31,30 +35,7 @@ from voiceagent.telephony.serializers import (
 )
 from voiceagent.telephony.sip_message import SipParseError, parse, response, uri_of
 
-SIP_OFFER = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-             "m=audio 6000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
-             "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n"
-             "a=sendrecv\r\nm=video 6002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n")
-_HEADERS = [
-    "Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK-1;rport",
-    "Max-Forwards: 70",
-    'From: "Alice" <sip:alice@127.0.0.1>;tag=abc',
-    "To: <sip:agent@127.0.0.1>",
-    "Call-ID: call-1@127.0.0.1",
-    "CSeq: 1 {method}",
-    "Contact: <sip:alice@127.0.0.1:5071>",
-]
 METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REGISTER", "PRACK"]
-
-
-def sip_lines(method: str) -> list[str]:
-    """A valid request (an INVITE with its SDP), as lines, the blank line and body last."""
-    head = [f"{method} sip:agent@127.0.0.1:5060 SIP/2.0"] + [
-        h.format(method=method) for h in _HEADERS]
-    body = SIP_OFFER if method == "INVITE" else ""
-    if body:
-        head.append("Content-Type: application/sdp")
-    return head + [f"Content-Length: {len(body)}", "", body]
 
 
 @st.composite
@@ -62,9 +43,10 @@ def sip_datagrams(draw: st.DrawFn) -> bytes:
     """Mutated requests and responses, SDP bodies mutated inside valid INVITEs, raw bytes."""
     kind = draw(st.sampled_from(["request", "response", "sdp-body", "raw"]))
     if kind == "raw":
-        event("sip: raw bytes")
+        tried("SIP message: raw bytes")
         return draw(st.binary(max_size=2000))
     if kind == "sdp-body":
+        tried("SIP message: INVITE with a mutated SDP body")
         body = draw(mutated_lines(SIP_OFFER.split("\r\n"), "sip: INVITE with its SDP"))
         text = "\r\n".join(body)
         head = sip_lines("INVITE")[:-3] + [f"Content-Length: {len(text.encode())}"]
@@ -72,6 +54,7 @@ def sip_datagrams(draw: st.DrawFn) -> bytes:
     lines = sip_lines(draw(st.sampled_from(METHODS)))
     if kind == "response":
         lines[0] = f"SIP/2.0 {draw(st.sampled_from(['100', '200', '401', '486']))} Reason"
+    tried(f"SIP message: mutated {kind}")
     mutated = draw(mutated_lines(lines, f"sip: {kind}"))
     separator = draw(st.sampled_from(["\r\n", "\n"]))
     return separator.join(mutated).encode("utf-8", "surrogatepass")
@@ -99,8 +82,9 @@ def test_sip_parser_raises_only_sip_parse_errors_and_what_parses_can_be_answered
 @st.composite
 def sip_offers(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
-        event("sdp: raw text")
+        tried("SIP SDP offer: raw text")
         return draw(st.text(max_size=500))
+    tried("SIP SDP offer: mutated")
     lines = draw(mutated_lines(SIP_OFFER.split("\r\n"), "sdp"))
     return draw(st.sampled_from(["\r\n", "\n"])).join(lines)
 
@@ -135,9 +119,9 @@ def rtp_packets(draw: st.DrawFn) -> bytes:
     """Raw bytes, or a valid packet's header bits flipped (CSRC count, extension, padding)
     and its tail cut."""
     if draw(st.booleans()):
-        event("rtp: raw bytes")
+        tried("RTP/RFC 4733 packet: raw bytes")
         return draw(st.binary(max_size=300))
-    event("rtp: header mutated")
+    tried("RTP/RFC 4733 packet: mutated header, cut short")
     data = bytearray(RtpPacket(draw(st.integers(0, 127)), draw(st.integers(0, 0xFFFF)),
                                draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)),
                                draw(st.binary(max_size=200))).encode())
@@ -160,12 +144,55 @@ def test_rtp_and_rfc4733_parsers_raise_only_value_errors(data):
     assert RtpPacket.decode(packet.encode()).payload == packet.payload
 
 
+@st.composite
+def rtp_streams(draw: st.DrawFn) -> list[bytes]:
+    """What a caller's RTP port receives: audio, RFC 4733 events (keys, repeats, ends,
+    events that are not keys), comfort noise, other payload types, SSRC changes, junk."""
+    tried("RTP/RFC 4733 stream: 1-40 datagrams into a call's endpoint")
+    packets = []
+    for _ in range(draw(st.integers(1, 40))):
+        if draw(st.integers(0, 9)) == 0:
+            packets.append(draw(rtp_packets()))
+            continue
+        pt = draw(st.sampled_from([0, 101, 13, 8, 127]))
+        payload = (bytes([draw(st.integers(0, 255)), draw(st.integers(0, 255))]) + b"\x00\xa0"
+                   if pt == 101 else draw(st.binary(max_size=320)))
+        packets.append(RtpPacket(pt, draw(st.integers(0, 0xFFFF)), draw(st.integers(0, 99)),
+                                 draw(st.sampled_from([1, 2])), payload).encode())
+    return packets
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@fuzz_settings(200)
+@given(rtp_streams())
+def test_a_calls_rtp_endpoint_takes_any_datagram(loop, packets):
+    keys: list[str] = []
+    endpoint = RtpEndpoint(("127.0.0.1", 6000), PCMU, 0, 101, on_key=keys.append)
+
+    async def receive() -> None:
+        for data in packets:
+            endpoint.datagram_received(data, ("127.0.0.1", 6000))
+            while endpoint.jitter.pop() is not None:
+                pass
+
+    loop.run_until_complete(receive())
+    assert endpoint.received + endpoint.malformed == len(packets)
+    assert all(key in DTMF_KEYS for key in keys)
+    assert len(endpoint.jitter._packets) <= endpoint.jitter.max_depth
+
+
 @fuzz_settings(200)
 @given(st.lists(st.one_of(st.integers(0, 0xFFFF), st.none()), max_size=300),
        st.integers(1, 10))
 def test_jitter_buffer_takes_any_sequence_and_stays_bounded(ops, depth):
     """Any order of arrivals (numbers) and 20 ms ticks (None): no error, no growth."""
-    event("jitter: arrivals and ticks")
+    tried("jitter buffer: arrivals and ticks in any order")
     buffer = JitterBuffer(depth, max_depth=2 * depth + 2)
     for op in ops:
         if op is None:
@@ -192,10 +219,13 @@ def _twilio_messages() -> list[dict[str, Any]]:
     ]
 
 
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | junk_text,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=8), children, max_size=3), max_leaves=8)
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(children, max_size=3),
+                     st.dictionaries(st.text(max_size=8), children, max_size=3))
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | junk_text,
+                            _containers, max_leaves=8)
 
 
 @st.composite
@@ -223,7 +253,7 @@ def mutated_json(draw: st.DrawFn, message: dict[str, Any]) -> dict[str, Any]:
 @st.composite
 def media_stream_texts(draw: st.DrawFn, provider: str) -> str:
     kind = draw(st.sampled_from(["mutated", "raw", "nested"]))
-    event(f"{provider}: {kind}")
+    tried(f"media-stream JSON ({provider}): {kind}")
     if kind == "raw":
         return draw(st.text(max_size=300))
     if kind == "nested":  # deep nesting: json's recursion limit
@@ -250,5 +280,5 @@ def test_media_stream_json_raises_only_message_errors_for_every_provider(data):
 @given(junk_text)
 @fuzz_settings(50)
 def test_uri_of_takes_any_header_value(value):
-    event("uri: junk header value")
+    tried("SIP header value: junk (uri_of)")
     assert isinstance(uri_of(value), str)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
-from fuzzing import fuzz_settings, mutated_lines
+from fuzzing import fuzz_settings, mutated_lines, tried
 from hypothesis import event, given
 from hypothesis import strategies as st
 from webrtc_harness import running_server
@@ -194,8 +194,9 @@ async def _settled(loop: asyncio.AbstractEventLoop, timeout: float = 10.0) -> li
 def offers(draw: st.DrawFn) -> str:
     kind = draw(st.sampled_from(["chromium", "raw"]))
     if kind == "raw":
-        event("offer: raw text")
+        tried("WebRTC offer: raw text")
         return "v=0\r\n" * draw(st.booleans()) + draw(st.text(max_size=400))
+    tried("WebRTC offer: mutated Chromium offer")
     return "\r\n".join(draw(mutated_lines(lines(CHROMIUM_OFFER), "offer: chromium")))
 
 
