@@ -111,6 +111,7 @@ def load_object(text: str) -> dict[str, Any]:
 
 
 def decode_base64(payload: str) -> bytes:
+    """A media payload's bytes, or :class:`MessageError`."""
     try:
         return base64.b64decode(payload, validate=True)
     except ValueError as exc:  # binascii.Error, or non-ASCII characters

@@ -103,6 +103,8 @@ class SipMessage:
 
 
 def parse(data: bytes) -> SipMessage:
+    """One datagram as a SIP message; :class:`SipParseError`, and no other exception, for
+    anything that is not one (tests/test_fuzz_parsers.py holds it to that)."""
     if len(data) > MAX_MESSAGE:
         raise SipParseError("message too large", 513)
     head, sep, body = data.partition(b"\r\n\r\n")

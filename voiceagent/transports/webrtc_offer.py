@@ -51,6 +51,8 @@ _M_LINE = re.compile(r"([a-z]+) ([0-9]{1,5}) ([A-Z/]+) (\S+(?: \S+)*)")
 _C_LINE = re.compile(r"IN (IP4|IP6) (\S+)")
 #: A number as aiortc's int() takes it; str.isdigit() would also pass "²", which int() refuses.
 _NUMBER = re.compile(r"[0-9]{1,10}")
+#: A browser's mDNS host name (RFC 8839 names a UUID; any ASCII DNS label is taken).
+_MDNS_NAME = re.compile(r"(?:[0-9A-Za-z-]{1,63}\.){1,4}local")
 #: SDP text: any character but NUL, CR and LF (RFC 8866 5); other controls are junk here, and
 #: aiortc would split lines at some of them (str.splitlines).
 _LINE = re.compile("([a-z])=([^\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]*)")
@@ -212,8 +214,7 @@ def _check_candidate(candidate: str, where: str) -> None:
 
 
 def _is_candidate_address(address: str) -> bool:
-    return (address.endswith(".local") and len(address) > len(".local")) \
-        or _is_ip_address(address)
+    return bool(_MDNS_NAME.fullmatch(address)) or _is_ip_address(address)
 
 
 def _is_ip_address(address: str) -> bool:
