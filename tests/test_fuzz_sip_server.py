@@ -15,7 +15,7 @@ import logging
 import threading
 
 import pytest
-from fuzzing import fuzz_settings, mutated_lines, sip_lines, tried
+from fuzzing import SIP_OFFER, fuzz_settings, mutated_lines, sip_lines, tried
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -71,18 +71,19 @@ def loop():
     loop.close()
 
 
-def datagram(data: st.DataObject, step: int, to_tag: str) -> bytes:
+def datagram(data: st.DataObject, step: int, to_tag: str, offer: str) -> bytes:
     """Half the sequences open with a valid INVITE, so that the rest finds a call."""
     if step == 1 and data.draw(st.booleans()):
         tried("SIP dialog datagram: valid INVITE")
-        return "\r\n".join(sip_lines("INVITE", call_id="fuzz-call", branch="z9hG4bK-1")).encode()
+        return "\r\n".join(sip_lines("INVITE", call_id="fuzz-call", branch="z9hG4bK-1",
+                                      body=offer)).encode()
     kind = data.draw(st.sampled_from(KINDS))
     if kind == "raw":
         tried("SIP dialog datagram: raw bytes")
         return data.draw(st.binary(max_size=600))
     method = {"re-INVITE": "INVITE", "response": "OPTIONS"}.get(kind, kind)
     in_dialog = kind not in ("INVITE", "OPTIONS", "REGISTER", "SUBSCRIBE")
-    body = "Signal=5\r\nDuration=160\r\n" if kind == "INFO" else None
+    body = {"INFO": "Signal=5\r\nDuration=160\r\n", "INVITE": offer}.get(method)
     lines = sip_lines(method, call_id="fuzz-call", branch=f"z9hG4bK-{step}", cseq=step,
                       to_tag=to_tag if in_dialog else "", body=body)
     if kind == "response":
@@ -103,12 +104,16 @@ async def run_sequence(data: st.DataObject) -> None:
     loop = asyncio.get_running_loop()
     transport, caller = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
     me = transport.get_extra_info("sockname")[:2]
+    # The calls' RTP goes to a socket of ours, not to a port some other program may use.
+    rtp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                 local_addr=("127.0.0.1", 0))
+    offer = SIP_OFFER.replace("6000", str(rtp.get_extra_info("sockname")[1]))
     errors = ErrorLog()
     logging.getLogger("voiceagent").addHandler(errors)
     try:
         for step in range(1, data.draw(st.integers(1, 6)) + 1):
             try:
-                server.datagram_received(datagram(data, step, caller.to_tag()), me)
+                server.datagram_received(datagram(data, step, caller.to_tag(), offer), me)
             except SipParseError:
                 raise AssertionError("a parse error escaped the bridge") from None
             await asyncio.sleep(0.01)  # the answer's task: an RTP socket, the session
@@ -117,7 +122,7 @@ async def run_sequence(data: st.DataObject) -> None:
                 event("dialog: a call in progress")
         options = "\r\n".join(sip_lines("OPTIONS", call_id="probe", branch="z9hG4bK-probe"))
         transport.sendto(options.encode(), server.address)
-        for _ in range(200):
+        for _ in range(500):
             if any(r.call_id == "probe" and r.status == 200 for r in caller.responses):
                 break
             await asyncio.sleep(0.01)
@@ -126,6 +131,7 @@ async def run_sequence(data: st.DataObject) -> None:
     finally:
         await server.close()
         transport.close()
+        rtp.close()
         logging.getLogger("voiceagent").removeHandler(errors)
     assert not server.calls
     assert not errors.records, [r.getMessage() for r in errors.records]
