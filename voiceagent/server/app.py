@@ -43,7 +43,8 @@ from ..ratelimit import RateLimitOptions, SourceRateLimiter
 from ..telephony.media_stream import MediaStreamCall
 from ..telephony.serializers import SERIALIZERS, twiml_connect_stream
 from ..transports.webrtc import INPUT_TIMEOUT
-from ..transports.webrtc_peer import OfferError, WebRTCPeer
+from ..transports.webrtc_offer import OfferError, check_offer
+from ..transports.webrtc_peer import WebRTCPeer
 from .client_address import ClientAddresses
 from .registry import SessionRegistry
 
@@ -119,7 +120,7 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
             answer = await peer.accept(sdp)
         except OfferError as exc:
             await peer.close("offer rejected")
-            return JSONResponse({"error": str(exc)}, 400)
+            return JSONResponse({"error": str(exc)}, exc.status)
         except BaseException:
             await peer.close("failed to answer")
             raise
@@ -249,8 +250,8 @@ def _parse_offer(body: bytes) -> str:
     if msg.get("type") != "offer":
         raise HTTPError(400, '"type" must be "offer"')
     sdp: str = msg["sdp"]
-    if not sdp.startswith("v=0"):
-        raise HTTPError(400, "not an SDP session description")
-    if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
-        raise HTTPError(422, "the offer has no audio m-line: add a microphone track")
+    try:  # WebRTCPeer.accept checks it too; here a bad offer costs no slot or peer connection
+        check_offer(sdp)
+    except OfferError as exc:
+        raise HTTPError(exc.status, str(exc)) from exc
     return sdp

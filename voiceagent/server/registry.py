@@ -55,6 +55,9 @@ class SessionRegistry:
             log.error("session %s failed", sid, exc_info=task.exception())
 
     async def close_all(self) -> None:
+        # A task cancelled before its first step never runs, so its conversation would
+        # never close: let any just added start first.
+        await asyncio.sleep(0)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

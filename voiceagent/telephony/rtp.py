@@ -61,6 +61,8 @@ class RtpPacket:
 
     @classmethod
     def decode(cls, data: bytes) -> RtpPacket:
+        """One datagram as an RTP packet; ``ValueError``, and no other exception, for
+        anything that is not one."""
         if len(data) < 12 or data[0] >> 6 != 2:
             raise ValueError("not an RTP version 2 packet")
         first, second, seq, ts, ssrc = struct.unpack("!BBHII", data[:12])

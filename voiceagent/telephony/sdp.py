@@ -4,11 +4,17 @@ the caller offers them."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 
 from .media import CODECS, Codec
 from .rtp import COMFORT_NOISE
+
+
+#: A port or payload type: ASCII digits (str.isdigit() also passes "²", which int() refuses).
+_NUMBER = re.compile(r"[0-9]{1,5}")
 
 
 class SDPError(ValueError):
@@ -66,11 +72,7 @@ def parse_offer(sdp: str) -> AudioOffer:
             else:
                 current.address = address
         elif kind == "m":
-            parts = value.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
-                raise SDPError(f"malformed m-line {line[:60]!r}", 400)
-            current = MediaLine(parts[0], int(parts[1].split("/")[0]), parts[2], parts[3:],
-                                session_address, {})
+            current = _media_line(value, session_address)
             media.append(current)
         elif kind == "a" and current is not None:
             name, _, arg = value.partition(":")
@@ -98,7 +100,7 @@ def parse_offer(sdp: str) -> AudioOffer:
             reasons.append(f"codecs {offered} (we take PCMU or PCMA at 8 kHz)")
             continue
         payload_type, codec = choice
-        dtmf = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(f, "").lower()
+        dtmf = next((int(f) for f in m.formats if m.rtpmap.get(f, "").lower()
                      == "telephone-event/8000"), None)
         comfort_noise = next((int(f) for f in m.formats if f.isdigit() and m.rtpmap.get(
             f, "CN/8000" if f == str(COMFORT_NOISE) else "").upper() == "CN/8000"), None)
@@ -107,17 +109,35 @@ def parse_offer(sdp: str) -> AudioOffer:
     raise SDPError("no acceptable audio: " + "; ".join(reasons))
 
 
+def _media_line(value: str, address: str) -> MediaLine:
+    """``m=media port[/count] proto formats``; an audio line's formats are RTP payload types
+    (0-127), which the answer and every RTP packet carry."""
+    parts = value.split()
+    port = parts[1].split("/")[0] if len(parts) >= 4 else ""
+    if not _NUMBER.fullmatch(port) or int(port) > 65535:
+        raise SDPError(f"malformed m-line m={value[:60]!r}", 400)
+    if parts[0] == "audio" and not all(_NUMBER.fullmatch(f) and int(f) < 128
+                                       for f in parts[3:]):
+        raise SDPError(f"payload types must be numbers 0-127: m={value[:60]!r}", 400)
+    return MediaLine(parts[0], int(port), parts[2], parts[3:], address, {})
+
+
 def _connection_address(value: str) -> str:
+    """An IP address: a host name would need a DNS lookup, which blocks, on every call."""
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise SDPError(f"malformed connection line c={value[:60]!r}", 400)
-    return parts[2].split("/")[0]
+    address = parts[2].split("/")[0]
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise SDPError(f"the connection address must be an IP address: c={value[:60]!r}",
+                       400) from None
+    return address
 
 
 def _choose_codec(m: MediaLine) -> tuple[int, Codec] | None:
-    for fmt in m.formats:
-        if not fmt.isdigit():
-            continue
+    for fmt in m.formats:  # numbers: _media_line checked them
         name = m.rtpmap.get(fmt, "")
         if name:
             encoding, _, rate = name.partition("/")

@@ -12,7 +12,6 @@ is refused with the reason. Another provider (Telnyx, Plivo) is one more subclas
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -104,15 +103,18 @@ def load_object(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except ValueError as exc:
         raise MessageError(f"not JSON: {exc}") from exc
+    except RecursionError as exc:  # "[[[[...": deeper than the parser's stack
+        raise MessageError("not JSON: nested too deeply") from exc
     if not isinstance(message, dict):
         raise MessageError("expected a JSON object")
     return message
 
 
 def decode_base64(payload: str) -> bytes:
+    """A media payload's bytes, or :class:`MessageError`."""
     try:
         return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII characters
         raise MessageError(f"media payload is not base64: {exc}") from exc
 
 

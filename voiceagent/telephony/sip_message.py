@@ -26,6 +26,9 @@ REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request",
            487: "Request Terminated", 488: "Not Acceptable Here", 500: "Server Internal Error",
            501: "Not Implemented", 503: "Service Unavailable", 505: "Version Not Supported"}
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+#: ASCII digits only: str.isdigit() also passes "²", which int() refuses.
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_STATUS = re.compile(r"[1-6][0-9][0-9]")
 
 
 class SipParseError(ValueError):
@@ -100,6 +103,8 @@ class SipMessage:
 
 
 def parse(data: bytes) -> SipMessage:
+    """One datagram as a SIP message; :class:`SipParseError`, and no other exception, for
+    anything that is not one (tests/test_fuzz_parsers.py holds it to that)."""
     if len(data) > MAX_MESSAGE:
         raise SipParseError("message too large", 513)
     head, sep, body = data.partition(b"\r\n\r\n")
@@ -129,7 +134,7 @@ def parse(data: bytes) -> SipMessage:
     answerable = msg if msg.is_request else None
     length = msg.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        if not _DIGITS.fullmatch(length):
             raise SipParseError(f"bad Content-Length {length!r}", partial=answerable)
         if int(length) > len(body):
             raise SipParseError("body shorter than its Content-Length", partial=answerable)
@@ -148,7 +153,7 @@ def parse(data: bytes) -> SipMessage:
 def _start_line(line: str) -> SipMessage:
     parts = line.split(" ", 2)
     if len(parts) == 3 and parts[0] == "SIP/2.0":
-        if not parts[1].isdigit() or len(parts[1]) != 3:
+        if not _STATUS.fullmatch(parts[1]):
             raise SipParseError(f"bad status line {line[:60]!r}")
         return SipMessage(status=int(parts[1]), reason=parts[2])
     if len(parts) == 3 and _TOKEN.match(parts[0]) and parts[2].startswith("SIP/"):
@@ -196,8 +201,8 @@ def tag_of(value: str) -> str:
 
 def uri_of(value: str) -> str:
     """The URI in a name-addr (``"Bob" <sip:bob@host>;tag=1``) or addr-spec header value."""
-    if "<" in value:
-        return value[value.index("<") + 1:value.index(">")]
+    if "<" in value:  # an unclosed one (malformed) runs to the end
+        return value[value.index("<") + 1:].partition(">")[0]
     return value.split(";")[0].strip()
 
 

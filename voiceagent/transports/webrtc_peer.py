@@ -33,15 +33,12 @@ from ..race import race
 from ..session import AgentSession
 from .ice import restrict_host_addresses
 from .webrtc import INPUT_TIMEOUT, AgentAudioTrack, WebRTCAudioInput, WebRTCAudioOutput
+from .webrtc_offer import OfferError, check_offer
 
 log = logging.getLogger(__name__)
 
 #: Longest typed turn accepted from the page, in characters.
 MAX_TEXT = 2000
-
-
-class OfferError(ValueError):
-    """The browser's offer cannot be answered (the message says why)."""
 
 
 class WebRTCPeer:
@@ -70,13 +67,18 @@ class WebRTCPeer:
     # -- signalling -----------------------------------------------------------------------
 
     async def accept(self, sdp: str) -> RTCSessionDescription:
-        """Answer the browser's offer (ICE gathered, no trickle) and start the session."""
+        """Answer the browser's offer (ICE gathered, no trickle) and start the session.
+
+        :class:`OfferError` for an offer that cannot be answered; the caller closes the
+        peer either way."""
+        check_offer(sdp)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except (ValueError, KeyError, IndexError, AssertionError) as exc:  # aiortc's parser
-            raise OfferError(f"unusable SDP offer: {exc or type(exc).__name__}") from exc
+        except Exception as exc:  # what check_offer missed: aiortc raises anything on it
+            raise _refused(exc) from exc
         if self._mic is None:
-            raise OfferError("the offer has no audio track to listen to")
+            raise OfferError("the offer sends no audio (its audio m-line is recvonly or "
+                             "inactive): add a microphone track", 422)
         restrict_host_addresses(self.pc, self.host_addresses)
         session = AgentSession(self.agent, self._make_input, WebRTCAudioOutput,
                                session_id=self.session_id, backends=self.backends)
@@ -85,7 +87,10 @@ class WebRTCPeer:
             session.events.subscribe(subscriber)
         session.events.subscribe(self._send_event)
         self.pc.addTrack(AgentAudioTrack(session.output, session.runtime.clock))  # type: ignore[arg-type]
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:
+            raise _refused(exc) from exc
         await session.start()
         return self.pc.localDescription
 
@@ -185,3 +190,11 @@ class WebRTCPeer:
         assert self.session is not None
         self.session.events.emit(ErrorEvent(ts=self.session.runtime.clock.now(),
                                             source="datachannel", message=message))
+
+
+def _refused(exc: Exception) -> OfferError:
+    """aiortc's own refusal of an offer, as one line (its messages can be empty)."""
+    log.info("aiortc refused an SDP offer", exc_info=exc)
+    detail = str(exc).splitlines()[0][:120] if str(exc).strip() else ""
+    return OfferError(f"unusable SDP offer: {type(exc).__name__}"
+                      + (f": {detail}" if detail else ""))
