@@ -124,7 +124,7 @@ async def until(condition, timeout: float = 20.0) -> None:
 
 async def test_malformed_offers_get_400_with_one_line_and_leave_nothing_behind():
     app = create_app(AGENT, fake_backends(), ServerConfig(host_addresses=["127.0.0.1"],
-                                                          max_sessions=1))
+                                                          max_sessions=1, rate_limit=None))
     async with running_server(app) as url, httpx.AsyncClient(base_url=url) as http:
         client = Client()
         aiortc_offer = await client.offer()
@@ -150,7 +150,8 @@ async def test_malformed_offers_get_400_with_one_line_and_leave_nothing_behind()
 
 
 async def test_an_unmodified_chromium_offer_is_answered():
-    app = create_app(AGENT, fake_backends(), ServerConfig(host_addresses=["127.0.0.1"]))
+    app = create_app(AGENT, fake_backends(), ServerConfig(host_addresses=["127.0.0.1"],
+                                                          rate_limit=None))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         res = await http.post("/api/offer", json={"sdp": CHROMIUM_OFFER, "type": "offer"})
@@ -168,7 +169,7 @@ def offer_server():
     """The app on its own event loop, driven one request at a time by the fuzz test."""
     loop = asyncio.new_event_loop()
     app = create_app(AGENT, fake_backends(), ServerConfig(host_addresses=["127.0.0.1"],
-                                                          max_sessions=1))
+                                                          max_sessions=1, rate_limit=None))
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     yield loop, app, http
     loop.run_until_complete(http.aclose())
