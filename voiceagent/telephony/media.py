@@ -51,6 +51,8 @@ class PushedAudioInput(LiveAudioInput):
     session itself when the caller hangs up).
     """
 
+    transport = "media_stream"
+
     def __init__(self, runtime: SessionRuntime, *, rate: int = TELEPHONE_RATE,
                  timeout: float = INPUT_TIMEOUT, max_queued: int = 100) -> None:
         super().__init__(runtime)

@@ -226,6 +226,8 @@ class RtpAudioInput(LiveAudioInput):
     Ends after ``timeout`` seconds without a packet: a call that never sends audio, or a
     caller that vanished without a BYE."""
 
+    transport = "sip"
+
     def __init__(self, endpoint: RtpEndpoint, runtime: SessionRuntime, *,
                  timeout: float = INPUT_TIMEOUT) -> None:
         super().__init__(runtime)

@@ -13,6 +13,7 @@ from .. import registry
 from ..errors import ConfigError
 from ..events import Event, JsonlEventWriter
 from ..loader import apply_backend_overrides, load_agent
+from ..observability import observe_calls, serve_metrics
 from ..session import resolve_backends
 from .sip_register import RegistrationOptions
 from .sip_server import SipOptions, SipServer
@@ -37,6 +38,7 @@ async def serve_sip(args: argparse.Namespace) -> int:
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     options = sip_options(args)
+    observability = observe_calls(agent, args, metrics=args.metrics_port is not None)
     backends = resolve_backends(agent)  # every model loaded before the first call
     writer = JsonlEventWriter(args.events) if args.events else None
     subscribers: list[Callable[[Event], object]] = [writer] if writer else []
@@ -46,6 +48,8 @@ async def serve_sip(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if args.metrics_port is not None:
+            serve_metrics(observability, args.host, args.metrics_port)
         try:
             await server.start()
         except OSError as exc:
@@ -61,4 +65,5 @@ async def serve_sip(args: argparse.Namespace) -> int:
         await registry.aclose(backends.values())
         if writer:
             writer.close()
+        observability.close()
     return 0

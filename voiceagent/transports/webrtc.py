@@ -37,6 +37,8 @@ class WebRTCAudioInput(LiveAudioInput):
     """The remote audio track; ends when the track ends or no audio came for ``timeout``
     seconds."""
 
+    transport = "webrtc"
+
     def __init__(self, track: MediaStreamTrack, runtime: SessionRuntime, *,
                  timeout: float = INPUT_TIMEOUT) -> None:
         super().__init__(runtime)
