@@ -106,6 +106,9 @@ class _SessionTrace:
         self._turn_ends: dict[int, float] = {}  # the end-of-turn decision, for a dropped turn
         self._answered: set[int] = set()  # turns with a reply
         self._replies: dict[int, Span] = {}
+        #: every turn's and reply's span, ended or not: a stage that reports after its reply
+        #: was cut (the cancelled generation) still belongs to it
+        self._spans: dict[tuple[str, int], Span] = {}
         self._playouts: dict[int, Span] = {}
         self._speech_start: float | None = None
         self._last_turn: int | None = None
@@ -130,10 +133,10 @@ class _SessionTrace:
         return {"voiceagent.backend": name, **({"voiceagent.model": str(model)} if model else {})}
 
     def _parent_of_turn(self, turn_id: int) -> Span | None:
-        return self._turns.get(turn_id, self._root)
+        return self._spans.get(("turn", turn_id), self._root)
 
     def _parent_of_reply(self, reply_id: int) -> Span | None:
-        return self._replies.get(reply_id) or self._parent_of_turn(reply_id)
+        return self._spans.get(("reply", reply_id)) or self._parent_of_turn(reply_id)
 
     def _end_turn(self, turn_id: int, ts: float) -> None:
         span = self._turns.pop(turn_id, None)
@@ -149,8 +152,9 @@ class _SessionTrace:
         if isinstance(frame, UserTurnStartedFrame):
             for turn_id in [t for t in self._turns if t not in self._answered]:
                 self._end_turn(turn_id, self._turn_ends.get(turn_id, ts))  # dropped: no words
-            self._turns[frame.turn_id] = self._start("voiceagent.turn", ts, self._root, **{
-                "voiceagent.turn.id": frame.turn_id})
+            span = self._start("voiceagent.turn", ts, self._root,
+                               **{"voiceagent.turn.id": frame.turn_id})
+            self._turns[frame.turn_id] = self._spans["turn", frame.turn_id] = span
             self._last_turn = frame.turn_id
         elif isinstance(frame, UserSpeakingFrame):
             if frame.speaking:
@@ -172,10 +176,11 @@ class _SessionTrace:
             if turn is not None:
                 self._answered.add(turn)
             parent = self._turns.get(turn, self._root) if turn is not None else self._root
-            self._replies[frame.reply_id] = self._start("voiceagent.reply", ts, parent, **{
+            span = self._start("voiceagent.reply", ts, parent, **{
                 "voiceagent.reply.id": frame.reply_id, "voiceagent.reply.source": frame.source,
                 "voiceagent.reply.interruptible": frame.interruptible,
                 "voiceagent.turn.id": turn})
+            self._replies[frame.reply_id] = self._spans["reply", frame.reply_id] = span
         elif isinstance(frame, PlayoutStartedFrame) and frame.reply_id in self._replies:
             self._playouts[frame.reply_id] = self._start(
                 "playout", ts, self._replies[frame.reply_id],
