@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +23,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from playwright.async_api import async_playwright
+from prometheus_client.parser import text_string_to_metric_families
+from sip_peers import free_port as sip_free_port
+from sip_peers import sipp_call, write_rtp_pcap
 from webrtc_harness import connect_page, fake_microphone, launch, wait_for_event
 
 from voiceagent import Agent, AgentOptions
 from voiceagent.agent import RecordingOptions
-from voiceagent.audio import PIPELINE_RATE, load_audio
+from voiceagent.audio import PIPELINE_RATE, load_audio, resample
 from voiceagent.events import AgentTextEvent, BargeInEvent, MetricsEvent
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.text import normalize
@@ -249,3 +254,72 @@ async def test_prometheus_scrapes_serve_during_a_browser_session(speech_dir, tmp
         finally:
             prometheus.terminate()
             prometheus.wait(30)
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_voiceagent_run_records_traces_and_logs_json(tmp_path):
+    """``--record``, ``--log-json`` and traces turned on the OpenTelemetry way (the console
+    exporter named in ``OTEL_TRACES_EXPORTER``)."""
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "va-test"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "voiceagent.cli", "run", "examples/basic_agent.py",
+         "--input", "examples/jfk.wav", "--speed", "2", "-q", "--log-json",
+         "--record", str(tmp_path / "calls")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    events = [line for line in lines if line["logger"] == "voiceagent.events"]
+    [session_id] = {e["session_id"] for e in events}
+    assert {"session", "user_turn", "agent_text", "metrics", "stage"} <= {
+        e["event"] for e in events}
+    assert all(e["turn_id"] == 1 for e in events if e["event"] in ("user_turn", "metrics"))
+    # the console exporter prints each span as a JSON object on stdout
+    spans = json.loads("[" + proc.stdout.replace("}\n{", "},\n{") + "]")
+    names = {s["name"] for s in spans}
+    assert {"voiceagent.session", "voiceagent.turn", "voiceagent.reply", "llm.generate",
+            "tts.synthesize", "playout", "stt.decode"} <= names
+    assert {s["resource"]["attributes"]["service.name"] for s in spans} == {"va-test"}
+    assert {s["context"]["trace_id"] for s in spans} == {spans[0]["context"]["trace_id"]}
+    audio, rate = sf.read(tmp_path / "calls" / f"{session_id}.wav")
+    assert audio.shape[1] == 2 and len(audio) >= 11 * rate
+    transcript = json.loads((tmp_path / "calls" / f"{session_id}.json").read_text())
+    assert "country" in transcript["turns"][0]["text"]
+    assert transcript["replies"][0]["heard_text"]
+
+
+async def test_voiceagent_sip_serves_metrics_on_its_port_during_a_sipp_call(speech_dir, tmp_path):
+    if shutil.which("sipp") is None:
+        pytest.skip("needs sipp (apt-get install sip-tester)")
+    sip_port, metrics_port = sip_free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voiceagent.cli", "sip", "examples/basic_agent.py",
+        "--port", str(sip_port), "--metrics-port", str(metrics_port), cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 180)
+        assert b"answering SIP calls" in line, line
+        assert "voiceagent_sessions_active" in httpx.get(metrics_url).text
+        clip = resample(load_audio(speech_dir / "harvard_sb_spk1_snt5.wav"), PIPELINE_RATE,
+                        8000)
+        pcap = write_rtp_pcap(clip, tmp_path / "call.pcap")
+        call = await sipp_call(f"127.0.0.1:{sip_port}", pcap, local_port=sip_free_port(),
+                               media_port=sip_free_port(), wait_after=8.0)
+        assert call.ok, call.errors
+        await asyncio.sleep(0.5)
+        got = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(httpx.get(metrics_url).text)
+               for s in family.samples}
+        assert got[("voiceagent_sessions_total",
+                    frozenset({("transport", "sip"), ("reason", "remote")}))] == 1
+        assert got[("voiceagent_sessions_active", frozenset({("transport", "sip")}))] == 0
+        v2v = got[("voiceagent_turn_latency_seconds_count",
+                   frozenset({("stage", "voice_to_voice")}))]
+        assert v2v >= 1
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    with pytest.raises(httpx.TransportError):  # the metrics server went with the process
+        httpx.get(metrics_url)
