@@ -4,6 +4,7 @@ real models, a real Prometheus server and a browser: tests/test_observability_e2
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ from voiceagent.logs import EventLogger, JsonFormatter
 from voiceagent.session import AgentSession
 from voiceagent.telemetry.prometheus import PrometheusMetrics
 from voiceagent.telemetry.tracing import SessionTracer
+from voiceagent.threads import ModelLock
 from voiceagent.testing.fakes import LoudnessVAD, ScriptedLLM, ScriptedSTT, ToneTTS
 from voiceagent.transports.file import FileAudioInput, FileAudioOutput
 
@@ -248,3 +250,28 @@ def test_cli_rejects_an_unusable_recording_folder_in_one_line(args, message, cap
     assert main(["run", str(agent), "--input", str(wav), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+async def test_waits_for_a_busy_model_are_exported_per_backend():
+    tts = ToneTTS()
+    tts.model_lock = ModelLock()  # as Piper and llama.cpp have: one caller at a time
+    metrics = PrometheusMetrics()
+    session = AgentSession(
+        Agent("test", observers=[metrics],
+              options=AgentOptions(endpointing=EndpointingOptions(mode="vad"))),
+        lambda rt: FileAudioInput(silence(0.1), rt), lambda rt: FileAudioOutput(rt),
+        backends={"vad": LoudnessVAD(), "stt": ScriptedSTT(), "llm": ScriptedLLM(), "tts": tts})
+    await tts.model_lock.acquire()
+    second = asyncio.ensure_future(tts.model_lock.acquire())  # another session's synthesis
+    await asyncio.sleep(0.05)
+    assert samples(metrics)[("voiceagent_model_lock_waiting", frozenset({("backend", "tts")}))] == 1
+    await asyncio.sleep(0.1)
+    tts.model_lock.release()
+    await second
+    tts.model_lock.release()
+    got = samples(metrics)
+    assert got[("voiceagent_model_lock_waits_total", frozenset({("backend", "tts")}))] == 1
+    assert got[("voiceagent_model_lock_wait_seconds_total",
+                frozenset({("backend", "tts")}))] >= 0.15
+    assert ("voiceagent_model_lock_waits_total", frozenset({("backend", "llm")})) not in got
+    await session.stop()

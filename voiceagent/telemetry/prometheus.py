@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..events import (
@@ -27,6 +27,7 @@ from ..events import (
     UserTurnEvent,
 )
 from ..frames import PlayoutFinishedFrame, ReplyStartedFrame, SystemFrame
+from ..threads import ModelLock
 
 if TYPE_CHECKING:
     from ..graph import Graph
@@ -73,8 +74,12 @@ class PrometheusMetrics:
                                   ["error"], registry=r)
         self._queues = _QueueDepths()
         r.register(self._queues)
+        self._locks = _ModelLockWaits()
+        r.register(self._locks)
 
     def attach(self, session: AgentSession) -> None:
+        for kind, backend in session.backends.items():
+            self._locks.backends.setdefault(kind, backend)
         _SessionCounter(self, session)
 
     def exposition(self) -> bytes:
@@ -167,3 +172,26 @@ class _QueueDepths(Collector):
         for name, depth in sorted(deepest.items()):
             family.add_metric([name], depth)
         yield family
+
+
+class _ModelLockWaits(Collector):
+    """How long sessions waited for a model that takes one caller at a time (a backend's
+    ``model_lock``): the backends are shared by the process, so are these figures."""
+
+    def __init__(self) -> None:
+        self.backends: dict[str, object] = {}  # kind -> the process's backend
+
+    def collect(self) -> Iterator[Metric]:
+        waits = CounterMetricFamily("voiceagent_model_lock_waits",
+                                    "Calls that found the model busy", labels=["backend"])
+        seconds = CounterMetricFamily("voiceagent_model_lock_wait_seconds",
+                                      "Seconds calls waited for a busy model", labels=["backend"])
+        waiting = GaugeMetricFamily("voiceagent_model_lock_waiting",
+                                    "Calls waiting for the model now", labels=["backend"])
+        for kind, backend in sorted(self.backends.items()):
+            lock = getattr(backend, "model_lock", None)
+            if isinstance(lock, ModelLock):
+                waits.add_metric([kind], lock.waits)
+                seconds.add_metric([kind], lock.waited)
+                waiting.add_metric([kind], lock.waiting)
+        yield from (waits, seconds, waiting)
