@@ -275,3 +275,14 @@ async def test_waits_for_a_busy_model_are_exported_per_backend():
                 frozenset({("backend", "tts")}))] >= 0.15
     assert ("voiceagent_model_lock_waits_total", frozenset({("backend", "llm")})) not in got
     await session.stop()
+
+
+async def test_a_session_that_never_started_leaves_no_recording(tmp_path):
+    session = AgentSession(
+        Agent("test", options=AgentOptions(endpointing=EndpointingOptions(mode="vad"),
+                                           recording=RecordingOptions(dir=tmp_path))),
+        lambda rt: FileAudioInput(silence(0.1), rt), lambda rt: FileAudioOutput(rt),
+        backends={"vad": LoudnessVAD(), "stt": ScriptedSTT(), "llm": ScriptedLLM(),
+                  "tts": ToneTTS()})
+    await session.stop(reason="offer rejected")
+    assert not list(tmp_path.iterdir())

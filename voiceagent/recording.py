@@ -4,12 +4,14 @@ Both channels are placed on the session clock: every frame at the time its sourc
 (the caller) or its sink handed it out (the agent). The agent channel is what the sink played,
 frame for frame (silence while paused, cut where a barge-in cut it), at the sink's rate; the
 caller's 16 kHz audio is converted to that rate. The transcript is built from the session's
-events and reply frames; the redaction hook sees every text before it is written. Files are
-written when the session ends (``<dir>/<session id>.wav`` and ``.json``).
+events and reply frames; the redaction hook sees every text before it is written. The session
+saves its recording when it stops (``<dir>/<session id>.wav`` and ``.json``), in a worker
+thread: a long call's audio is tens of megabytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -61,6 +63,7 @@ class SessionRecorder:
         self._redact: Callable[[str], str] = options.redact or (lambda text: text)
         self._transcript: dict[str, Any] = {}
         self._replies: dict[int, dict[str, Any]] = {}
+        self._started = False
 
     def attach(self, session: AgentSession) -> None:
         self._session = session
@@ -122,12 +125,22 @@ class SessionRecorder:
         elif isinstance(event, ErrorEvent):
             t["errors"].append({"ts": event.ts, "source": event.source,
                                 "message": event.message, "fatal": event.fatal})
-        elif isinstance(event, SessionStateEvent) and event.state == "ended":
-            t.update(duration=event.ts, end_reason=event.reason)
-            try:
-                self._write()
-            except OSError:
-                log.exception("could not write the recording of session %s", self._session.id)
+        elif isinstance(event, SessionStateEvent):
+            if event.state == "started":
+                self._started = True
+            else:
+                t.update(duration=event.ts, end_reason=event.reason)
+
+    async def save(self) -> None:
+        """Write the files (the session calls this once it has ended). A failure is logged:
+        the conversation is over and must not fail for its recording. A session that never
+        started (an offer that failed) leaves no files."""
+        if not self._started:
+            return
+        try:
+            await asyncio.to_thread(self._write)
+        except OSError:
+            log.exception("could not write the recording of session %s", self._session.id)
 
     def _write(self) -> None:
         rate = self._agent.rate

@@ -115,8 +115,10 @@ class AgentSession:
         self._keys_timer: asyncio.Task | None = None
         for observer in agent.observers:
             observer.attach(self)
-        if opts.recording is not None:
-            SessionRecorder(opts.recording).attach(self)
+        #: writes this session's audio and transcript when it stops (None: not recorded)
+        self.recorder = SessionRecorder(opts.recording) if opts.recording else None
+        if self.recorder is not None:
+            self.recorder.attach(self)
 
     def _on_error(self, frame: ErrorFrame) -> None:
         self.events.emit(ErrorEvent(ts=self.runtime.clock.now(), source=frame.source,
@@ -219,6 +221,8 @@ class AgentSession:
         self.replies.close()
         self.events.emit(SessionStateEvent(ts=self.runtime.clock.now(), state="ended",
                                            reason=reason or self.end_reason))
+        if self.recorder is not None:
+            await self.recorder.save()
 
     async def run(self, timeout: float | None = None) -> None:
         await self.start()
