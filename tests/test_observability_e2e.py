@@ -213,7 +213,8 @@ async def until(url: str, promql: str, timeout: float = 30.0) -> list[dict]:
 async def test_prometheus_scrapes_serve_during_a_browser_session(speech_dir, tmp_path):
     mic = fake_microphone(speech_dir / "harvard_sb_spk1_snt5.wav", tmp_path / "mic.wav",
                           tail=40)
-    with voiceagent_serve("examples/basic_agent.py") as (url, _):
+    calls = tmp_path / "calls"
+    with voiceagent_serve("examples/basic_agent.py", "--record", str(calls)) as (url, _):
         exposition = httpx.get(f"{url}/metrics")
         assert exposition.status_code == 200
         assert "voiceagent_sessions_active" in exposition.text
@@ -251,6 +252,14 @@ async def test_prometheus_scrapes_serve_during_a_browser_session(speech_dir, tmp
             assert ended[0]["metric"]["reason"] == "remote"
             assert query(prom, 'voiceagent_sessions_active{transport="webrtc"}')[0][
                 "value"][1] == "0"
+            # and the browser's call was recorded: 48 kHz stereo, both sides speaking
+            [wav] = calls.glob("*.wav")
+            audio, rate = sf.read(wav, dtype="float32")
+            assert rate == 48_000 and audio.shape[1] == 2
+            assert all(np.sqrt(np.mean(audio[:, c] ** 2)) > 1e-3 for c in (0, 1))
+            transcript = json.loads(wav.with_suffix(".json").read_text())
+            assert transcript["transport"] == "webrtc" and transcript["turns"]
+            assert transcript["metrics"][0]["voice_to_voice"] == v2v
         finally:
             prometheus.terminate()
             prometheus.wait(30)
