@@ -8,6 +8,9 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +289,12 @@ async def test_a_session_that_never_started_leaves_no_recording(tmp_path):
                   "tts": ToneTTS()})
     await session.stop(reason="offer rejected")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_core_imports_no_exporter_until_one_is_turned_on():
+    code = ("import sys, voiceagent, voiceagent.session, voiceagent.cli, voiceagent.server.app\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'opentelemetry', 'prometheus_client'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
