@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from .tools import FunctionTool, as_tool
+
+if TYPE_CHECKING:
+    from .observer import SessionObserver
 
 
 class EndpointingOptions(BaseModel):
@@ -105,6 +109,19 @@ class DTMFOptions(BaseModel):
     inter_digit_timeout: float = Field(1.5, gt=0)
 
 
+class RecordingOptions(BaseModel):
+    """Record every session in ``dir``: ``<session id>.wav`` (stereo, the caller on the left,
+    the agent on the right exactly as it was played, both on the session clock) and
+    ``<session id>.json`` (turns, replies with the words heard, barge-ins, tool calls,
+    metrics). Recordings hold what callers said: they are off unless asked for."""
+
+    dir: Path
+    #: applied to every text in the transcript (what the user said, what the agent said and
+    #: was heard saying, tool arguments and results) before it is written: mask card numbers,
+    #: names... The audio is not redacted.
+    redact: Callable[[str], str] | None = None
+
+
 class AgentOptions(BaseModel):
     endpointing: EndpointingOptions = Field(default_factory=EndpointingOptions)
     barge_in: BargeInOptions = Field(default_factory=BargeInOptions)
@@ -126,6 +143,8 @@ class AgentOptions(BaseModel):
     error_reply: str = "Sorry, I had a problem answering. Could you say that again?"
     #: start the TTS on a clause for the first chunk once it has this many characters
     first_clause_chars: int = Field(24, ge=1)
+    #: record each session (audio and transcript); None: no recording
+    recording: RecordingOptions | None = None
 
 
 BackendSpec = str | Any
@@ -157,6 +176,7 @@ class Agent:
         llm_options: dict[str, Any] | None = None,
         tts_options: dict[str, Any] | None = None,
         options: AgentOptions | None = None,
+        observers: Sequence[SessionObserver] = (),
     ) -> None:
         self.instructions = instructions
         self.tools = [as_tool(t) for t in tools]
@@ -172,6 +192,8 @@ class Agent:
             "llm": llm_options or {}, "tts": tts_options or {},
             "turn": {}, "completeness": {}}
         self.options = options or AgentOptions()
+        #: attached to every session of this agent (metrics, traces: see observer.py)
+        self.observers: list[SessionObserver] = list(observers)
 
     def tool(self, name: str) -> FunctionTool | None:
         return next((t for t in self.tools if t.name == name), None)

@@ -86,6 +86,30 @@ def load_audio(path: str | Path, rate: int = PIPELINE_RATE) -> np.ndarray:
     return resample(mono, int(src_rate), rate)
 
 
+class AudioTimeline:
+    """Frames laid end to end on the session clock: each follows the last, and silence fills
+    where frames are missing (a frame stamped half a frame or more past the end: ticks a
+    stalled pacer skipped), so the audio stays on the session's timeline without the
+    sub-frame jitter of the stamps cutting into it."""
+
+    def __init__(self, rate: int, dtype: type = np.float32) -> None:
+        self.rate = rate
+        self.dtype = dtype
+        self._frames: list[np.ndarray] = []
+        self._written = 0  # samples so far
+
+    def add(self, samples: np.ndarray, ts: float) -> None:
+        gap = round(ts * self.rate) - self._written
+        if gap >= max(1, len(samples) // 2):
+            self._frames.append(np.zeros(gap, self.dtype))
+            self._written += gap
+        self._frames.append(samples.astype(self.dtype, copy=True))
+        self._written += len(samples)
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self._frames) if self._frames else np.zeros(0, self.dtype)
+
+
 def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
     import soundfile as sf
 

@@ -17,6 +17,7 @@ import sys
 
 from .errors import VoiceAgentError
 from .loader import add_backend_flags
+from .observability import add_observability_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tail", type=float, default=60.0,
                      help="seconds to keep listening after the input ends (default 60)")
     run.add_argument("-q", "--quiet", action="store_true", help="print no transcript")
+    add_observability_flags(run)
     add_backend_flags(run)
 
     serve = sub.add_parser("serve", help="talk to an agent from a browser (WebRTC) or a phone "
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a reverse proxy's address or network (10.0.0.0/8) whose "
                             "X-Forwarded-For names the client, for the rate limit (repeatable)")
     serve.add_argument("--events", help="append every session's events here (JSONL)")
+    add_observability_flags(serve, metrics="route")
     add_backend_flags(serve)
 
     sip = sub.add_parser("sip", help="answer phone calls: a SIP user agent over UDP")
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sip.add_argument("--expires", type=int, default=300,
                      help="registration lifetime asked for, in seconds (default 300)")
     sip.add_argument("--events", help="append every call's events here (JSONL)")
+    add_observability_flags(sip, metrics="port")
     add_backend_flags(sip)
     return parser
 

@@ -17,10 +17,13 @@ class SessionClock:
         if not speed > 0:
             raise ValueError("clock speed must be positive")
         self.speed = speed
-        self._t0 = time.monotonic()
+        self.restart()
 
     def restart(self) -> None:
         self._t0 = time.monotonic()
+        #: wall-clock time (seconds since the Unix epoch) of session time 0: exporters that
+        #: need absolute times (trace spans) add the session times to it
+        self.epoch = time.time()
 
     def now(self) -> float:
         return (time.monotonic() - self._t0) * self.speed

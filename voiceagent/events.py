@@ -92,6 +92,26 @@ class ToolCallEvent(Event):
     result: str
     error: bool = False
     turn_id: int
+    #: when the call began (``ts`` is when it returned)
+    start: float = 0.0
+
+
+class StageEvent(Event):
+    """A stage finished one piece of work for a turn or reply (``ts`` is when): an STT
+    decode, an LLM generation, a TTS synthesis. What traces and duration metrics are made of;
+    the per-turn latencies are in :class:`MetricsEvent`."""
+
+    type: Literal["stage"] = "stage"
+    stage: Literal["stt", "llm", "tts"]
+    #: the user turn (STT) or the reply (LLM, TTS) it was for
+    turn_id: int
+    start: float
+    #: the first token (LLM) or the first audio (TTS), if any came
+    first: float | None = None
+    #: did not run to its end: an interruption, a failure or the session's end stopped it
+    cancelled: bool = False
+    #: STT: which decode (``push``, ``pause``, ``finish``); TTS: the text synthesised
+    detail: str = ""
 
 
 class TurnMetrics(BaseModel):

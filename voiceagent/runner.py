@@ -25,6 +25,7 @@ from .events import (
     UserTranscriptEvent,
 )
 from .loader import apply_backend_overrides, load_agent
+from .observability import observe_calls
 from .session import AgentSession, resolve_backends
 from .transports.file import FileAudioInput, FileAudioOutput
 
@@ -101,6 +102,7 @@ def console_printer(event: Event) -> None:
 async def run_file(args: argparse.Namespace) -> int:
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
+    observability = observe_calls(agent, args)
     samples = load_audio(args.input)
     backends = resolve_backends(agent)  # load models before the clock starts
     subscribers: list[Callable[[Event], object]] = []
@@ -116,6 +118,7 @@ async def run_file(args: argparse.Namespace) -> int:
     finally:
         if writer:
             writer.close()
+        observability.close()
         await registry.aclose(backends.values())
     if args.output:
         from .audio import write_wav

@@ -35,6 +35,7 @@ from .nodes.stt import STTNode
 from .nodes.vad import VADNode
 from .replies import Reply, ReplyLedger, ReplyState
 from .race import race
+from .recording import SessionRecorder
 from .runtime import SessionRuntime
 from .transports.base import AudioSinkNode
 
@@ -75,6 +76,8 @@ class AgentSession:
         self.runtime = SessionRuntime(session_id=self.id, clock=clock or SessionClock(),
                                       events=self.events, metrics=MetricsTracker(self.events))
         b = backends or resolve_backends(agent)
+        #: the backends by kind (shared by every session in the process)
+        self.backends = b
         opts = agent.options
         self.context = ChatContext(agent.instructions, opts.max_history)
         rt = self.runtime
@@ -110,6 +113,12 @@ class AgentSession:
         self._ended = False
         self._keys = ""  # the keypad entry in progress
         self._keys_timer: asyncio.Task | None = None
+        for observer in agent.observers:
+            observer.attach(self)
+        #: writes this session's audio and transcript when it stops (None: not recorded)
+        self.recorder = SessionRecorder(opts.recording) if opts.recording else None
+        if self.recorder is not None:
+            self.recorder.attach(self)
 
     def _on_error(self, frame: ErrorFrame) -> None:
         self.events.emit(ErrorEvent(ts=self.runtime.clock.now(), source=frame.source,
@@ -212,6 +221,8 @@ class AgentSession:
         self.replies.close()
         self.events.emit(SessionStateEvent(ts=self.runtime.clock.now(), state="ended",
                                            reason=reason or self.end_reason))
+        if self.recorder is not None:
+            await self.recorder.save()
 
     async def run(self, timeout: float | None = None) -> None:
         await self.start()

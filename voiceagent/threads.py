@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar, cast
@@ -33,6 +34,14 @@ class ModelLock:
         self._mutex = threading.Lock()
         self._held = False
         self._waiters: deque[asyncio.Future[None]] = deque()
+        #: callers that found the model busy, and the seconds they waited (for metrics)
+        self.waits = 0
+        self.waited = 0.0
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for the model now."""
+        return len(self._waiters)
 
     @property
     def locked(self) -> bool:
@@ -45,6 +54,8 @@ class ModelLock:
                 return
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
+            self.waits += 1
+        since = time.monotonic()
         try:
             await waiter
         except asyncio.CancelledError:
@@ -56,6 +67,9 @@ class ModelLock:
                 self.release()  # handed over just as we were cancelled: pass it on
             # (handed over but cancelled first: _hand_over passes it on)
             raise
+        finally:
+            with self._mutex:
+                self.waited += time.monotonic() - since
 
     def release(self) -> None:
         """Give the model to the next waiter (callable from any thread)."""

@@ -73,7 +73,8 @@ class LlamaCppLLM:
         self.temperature, self.max_tokens = opts.temperature, opts.max_tokens
         self.llm = load_llama(opts.model, n_ctx=opts.n_ctx, n_threads=opts.threads,
                               chat_format=opts.chat_format, seed=opts.seed)
-        self._lock = ModelLock()
+        #: one generation at a time; its waits are exported as metrics
+        self.model_lock = ModelLock()
 
     def _generate(self, messages: list[dict[str, Any]],
                   tools: Sequence[dict[str, Any]]) -> Iterator[LLMDelta]:
@@ -105,7 +106,7 @@ class LlamaCppLLM:
         payload = [m.to_openai() for m in messages]
         try:
             async with aclosing(iterate_in_thread(lambda: self._generate(payload, tools),
-                                                  lock=self._lock)) as deltas:
+                                                  lock=self.model_lock)) as deltas:
                 async for delta in deltas:
                     yield delta
         except (ValueError, RuntimeError, json.JSONDecodeError) as exc:

@@ -48,7 +48,8 @@ class PiperTTS:
         self._syn_config = piper.SynthesisConfig(length_scale=opts.length_scale,
                                                  speaker_id=opts.speaker)
         # Piper's phonemizer (espeak-ng) is process-global and not re-entrant.
-        self._lock = ModelLock()
+        #: one synthesis at a time; its waits are exported as metrics
+        self.model_lock = ModelLock()
 
     def _chunks(self, text: str) -> Iterator[np.ndarray]:
         for chunk in self.voice.synthesize(text, syn_config=self._syn_config):
@@ -58,6 +59,6 @@ class PiperTTS:
         if not text.strip():
             return
         async with aclosing(iterate_in_thread(lambda: self._chunks(text),
-                                              lock=self._lock)) as pieces:
+                                              lock=self.model_lock)) as pieces:
             async for samples in pieces:
                 yield samples

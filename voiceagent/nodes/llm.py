@@ -15,7 +15,7 @@ from ..agent import Agent
 from ..backends import LLM, ChatMessage, ToolCall
 from ..context import ChatContext
 from ..errors import BackendError
-from ..events import AgentTextEvent, ToolCallEvent
+from ..events import AgentTextEvent, StageEvent, ToolCallEvent
 from ..frames import (
     DataFrame,
     LLMTextFrame,
@@ -41,23 +41,33 @@ class LLMNode(Node):
         self._rt = runtime
         #: reply -> its assistant message, until the output says what of it was heard
         self._replies: dict[int, ChatMessage] = {}
+        #: reply -> when its first text came, while it is generated
+        self._first_text: dict[int, float] = {}
 
     async def process(self, frame: DataFrame) -> None:
         if not isinstance(frame, UserTurnFrame):
             await self.emit(frame)
             return
         turn = frame.reply_id
+        start = self._rt.clock.now()
         await self.broadcast(ReplyGeneratingFrame(ts=frame.ts, reply_id=turn))
         self.context.add(ChatMessage("user", frame.text))
         reply = ChatMessage("assistant", "")
+        finished = False
         try:
-            await self._generate(turn, reply)
-        except (BackendError, TimeoutError) as exc:
-            await self.report_error(exc if isinstance(exc, BackendError)
-                                    else BackendError("the LLM timed out"))
-            if self._opts.error_reply:  # after whatever was said: the user hears why it stopped
-                sep = " " if reply.content and not reply.content.endswith(" ") else ""
-                await self._say(turn, reply, sep + self._opts.error_reply)
+            try:
+                await self._generate(turn, reply)
+            except (BackendError, TimeoutError) as exc:
+                await self.report_error(exc if isinstance(exc, BackendError)
+                                        else BackendError("the LLM timed out"))
+                if self._opts.error_reply:  # after what was said: the user hears why it stopped
+                    sep = " " if reply.content and not reply.content.endswith(" ") else ""
+                    await self._say(turn, reply, sep + self._opts.error_reply)
+            finished = True
+        finally:  # also when an interruption cancels the generation
+            self._rt.events.emit(StageEvent(ts=self._rt.clock.now(), stage="llm", turn_id=turn,
+                                            start=start, first=self._first_text.pop(turn, None),
+                                            cancelled=not finished))
         self._rt.events.emit(AgentTextEvent(ts=self._rt.clock.now(), text=reply.content,
                                             final=True, turn_id=turn))
         await self.emit(ReplyEnd(ts=self._rt.clock.now(), reply_id=turn, text=reply.content))
@@ -99,6 +109,7 @@ class LLMNode(Node):
     async def _say(self, turn: int, reply: ChatMessage, text: str) -> None:
         now = self._rt.clock.now()
         self._rt.metrics.mark(turn, "llm_first_token", now)
+        self._first_text.setdefault(turn, now)
         if turn not in self._replies:
             self._replies[turn] = reply
             self.context.add(reply)
@@ -107,6 +118,7 @@ class LLMNode(Node):
 
     async def _run_tool(self, turn: int, call: ToolCall) -> ChatMessage:
         tool = self._agent.tool(call.name)
+        start = self._rt.clock.now()
         if tool is None:
             result, error = f"Error: there is no tool named {call.name!r}", True
         else:
@@ -114,7 +126,7 @@ class LLMNode(Node):
             result, error = await tool.invoke(call.arguments, self._opts.tool_timeout, context)
         self._rt.events.emit(ToolCallEvent(ts=self._rt.clock.now(), name=call.name,
                                            arguments=call.arguments, result=result,
-                                           error=error, turn_id=turn))
+                                           error=error, turn_id=turn, start=start))
         return ChatMessage("tool", result, tool_call_id=call.id, name=call.name)
 
     async def on_system(self, frame: SystemFrame) -> None:

@@ -17,6 +17,7 @@ from ..agent import AgentOptions
 from ..backends import TTS, TimedSpeech
 from ..chunker import SentenceChunker
 from ..errors import BackendError
+from ..events import StageEvent
 from ..frames import (
     AgentAudioFrame,
     DataFrame,
@@ -77,9 +78,11 @@ class TTSNode(Node):
             await self.emit(frame)
             return
         self._rt.metrics.mark(frame.reply_id, "tts_request", frame.ts)
+        start = self._rt.clock.now()
         stream = self._tts.synthesize(frame.text)
         pending: np.ndarray | TimedSpeech | None = None
-        timed_out = False
+        first: float | None = None  # when the first audio came
+        timed_out = finished = False
         try:
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 while True:
@@ -88,12 +91,18 @@ class TTSNode(Node):
                             piece = await anext(stream)
                     except StopAsyncIteration:
                         break
+                    first = self._rt.clock.now() if first is None else first
                     # Hold one piece back so the last one can carry chunk_end.
                     if pending is not None:
                         await self._out(frame, pending, chunk_end=False)
                     pending = piece
+            finished = True
         except TimeoutError:
             timed_out = True
+        finally:  # also when an interruption cancels the synthesis
+            self._rt.events.emit(StageEvent(ts=self._rt.clock.now(), stage="tts",
+                                            turn_id=frame.reply_id, start=start, first=first,
+                                            cancelled=not finished))
         if pending is not None:
             await self._out(frame, pending, chunk_end=True)
         if timed_out:

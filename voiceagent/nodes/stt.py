@@ -25,7 +25,7 @@ import numpy as np
 from ..agent import EndpointingOptions
 from ..backends import STT, STTStream, Transcript
 from ..errors import BackendError
-from ..events import UserTranscriptEvent
+from ..events import StageEvent, UserTranscriptEvent
 from ..frames import (
     AudioFrame,
     DataFrame,
@@ -78,14 +78,15 @@ class STTNode(Node):
         elif isinstance(frame, SpeechStopped):
             self._in_speech = False
             self._heard_until = max(self._heard_until, frame.ts)
-            result = await self._call(lambda: self._stream.pause())
-            await self._publish(result, final=False, turn_id=self._activity.user_turn or 0,
-                                at_pause=True)
+            turn_id = self._activity.user_turn or 0
+            result = await self._call(lambda: self._stream.pause(), "pause", turn_id)
+            await self._publish(result, final=False, turn_id=turn_id, at_pause=True)
         await self._finish_due_turns()
 
     async def _push(self, samples: np.ndarray) -> None:
-        result = await self._call(lambda: self._stream.push(samples))
-        await self._publish(result, final=False, turn_id=self._activity.user_turn or 0)
+        turn_id = self._activity.user_turn or 0
+        result = await self._call(lambda: self._stream.push(samples), "push", turn_id)
+        await self._publish(result, final=False, turn_id=turn_id)
 
     async def _publish(self, result: Transcript | None, *, final: bool, turn_id: int,
                        at_pause: bool = False) -> None:
@@ -113,15 +114,22 @@ class STTNode(Node):
         of the turn's audio through here."""
         while self._ends and self._heard_until >= self._ends[0].speech_end_ts:
             end = self._ends.popleft()
-            result = await self._call(lambda: self._stream.finish())
+            result = await self._call(lambda: self._stream.finish(), "finish", end.turn_id)
             await self._publish(result or Transcript(""), final=True, turn_id=end.turn_id)
 
-    async def _call(self, step: Callable[[], Awaitable[Transcript | None]]) -> Transcript | None:
-        """One bounded call into the stream; None (reported, stream replaced) if it fails."""
+    async def _call(self, step: Callable[[], Awaitable[Transcript | None]], kind: str,
+                    turn_id: int) -> Transcript | None:
+        """One bounded call into the stream; None (reported, stream replaced) if it fails.
+        A call that decoded (it has a transcript) is reported as a ``stage`` event."""
         async with self._lock:
+            start = self._rt.clock.now()
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await step()
+                    result = await step()
+                if result is not None:
+                    self._rt.events.emit(StageEvent(ts=self._rt.clock.now(), stage="stt",
+                                                    turn_id=turn_id, start=start, detail=kind))
+                return result
             except Exception as exc:  # noqa: BLE001 (a backend may raise anything)
                 error = exc
                 failed, self._stream = self._stream, self._stt.stream()

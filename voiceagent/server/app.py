@@ -5,7 +5,8 @@ Routes: ``GET /`` (the page), ``GET /api/config`` (what the page needs: ICE serv
 a token is required), ``POST /api/offer`` (an SDP offer in, the answer out: one session per
 offer), ``GET /health``, the WebSocket ``/media-stream/{provider}`` (one phone call per
 connection, framed as the provider does: ``twilio``) and ``GET|POST /twilio/twiml`` (the TwiML
-that points a Twilio call at that WebSocket). HTTP errors are JSON ``{"error": ...}`` with the
+that points a Twilio call at that WebSocket), and ``GET /metrics`` (Prometheus) when the server
+keeps metrics. HTTP errors are JSON ``{"error": ...}`` with the
 status that says what went wrong. Models are loaded before the app is built and shared by
 every session; browsers and calls count alike against ``max_sessions``.
 
@@ -25,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from aiortc import RTCIceServer
@@ -47,6 +48,9 @@ from ..transports.webrtc_offer import OfferError, check_offer
 from ..transports.webrtc_peer import WebRTCPeer
 from .client_address import ClientAddresses
 from .registry import SessionRegistry
+
+if TYPE_CHECKING:
+    from ..telemetry.prometheus import PrometheusMetrics
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ class ServerConfig:
         default_factory=lambda: RateLimitOptions(per_minute=60, burst=20))
     #: addresses or networks of reverse proxies whose X-Forwarded-For names the client
     trusted_proxies: Sequence[str] = ()
+    #: served on ``GET /metrics`` (attached to the agent's sessions by the caller)
+    metrics: PrometheusMetrics | None = None
 
 
 class HTTPError(Exception):
@@ -186,6 +192,12 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
                              "max_sessions": config.max_sessions,
                              "tasks": len(asyncio.all_tasks())})
 
+    async def metrics(request: Request) -> Response:
+        from ..telemetry.prometheus import CONTENT_TYPE
+
+        assert config.metrics is not None
+        return Response(config.metrics.exposition(), media_type=CONTENT_TYPE)
+
     async def index(request: Request) -> Response:
         return Response((STATIC / "index.html").read_bytes(), media_type="text/html")
 
@@ -204,6 +216,7 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
         WebSocketRoute("/media-stream/{provider}", media_stream),
         Route("/twilio/twiml", twiml, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        *([Route("/metrics", metrics)] if config.metrics is not None else []),
     ], lifespan=lifespan)
     app.state.registry = registry
     return app

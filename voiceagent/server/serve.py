@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from ..events import JsonlEventWriter
 from ..loader import apply_backend_overrides, load_agent
 from ..ratelimit import RateLimitOptions
+from ..observability import observe_calls
 from ..session import resolve_backends
 from .app import ServerConfig, create_app
 from .client_address import ClientAddresses
@@ -26,6 +27,7 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError("--input-timeout must be positive (seconds)")
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
+    observability = observe_calls(agent, args, metrics=args.metrics)
     ice_servers = [parse_ice_server(url) for url in args.ice_server or []]
     backends = resolve_backends(agent)  # every model loaded before the first browser comes
     writer = JsonlEventWriter(args.events) if args.events else None
@@ -34,7 +36,8 @@ def serve(args: argparse.Namespace) -> int:
                           public_url=args.public_url, close_backends=True,
                           subscribers=[writer] if writer else [],
                           input_timeout=args.input_timeout, rate_limit=rate_limit,
-                          trusted_proxies=args.trusted_proxy or [])
+                          trusted_proxies=args.trusted_proxy or [],
+                          metrics=observability.metrics)
     app = create_app(agent, backends, config)
     print(f"voiceagent: serving {args.agent} on http://{args.host}:{args.port}/", flush=True)
     try:
@@ -45,6 +48,7 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if writer:
             writer.close()
+        observability.close()
     return 0
 
 

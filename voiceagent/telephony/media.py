@@ -52,6 +52,7 @@ class PushedAudioInput(LiveAudioInput):
     """
 
     peer = "the caller"
+    transport = "media_stream"
 
     def __init__(self, runtime: SessionRuntime, *, rate: int = TELEPHONE_RATE,
                  timeout: float = INPUT_TIMEOUT, max_queued: int = 100) -> None:

@@ -308,6 +308,8 @@ class RtpAudioInput(LiveAudioInput):
     real time. Ends after ``timeout`` seconds without an RTP or RTCP packet: a call that
     never sends audio, or a caller that vanished without a BYE."""
 
+    transport = "sip"
+
     def __init__(self, endpoint: RtpEndpoint, runtime: SessionRuntime, *,
                  timeout: float = RTP_INPUT_TIMEOUT) -> None:
         super().__init__(runtime)

@@ -18,6 +18,7 @@ from ..events import Event, JsonlEventWriter
 from ..loader import apply_backend_overrides, load_agent
 from ..race import race
 from ..ratelimit import RateLimitOptions
+from ..observability import observe_calls, serve_metrics
 from ..session import resolve_backends
 from .sip_admission import InboundAuth
 from .sip_register import RegistrationOptions
@@ -61,6 +62,7 @@ async def serve_sip(args: argparse.Namespace) -> int:
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     options = sip_options(args)
+    observability = observe_calls(agent, args, metrics=args.metrics_port is not None)
     backends = resolve_backends(agent)  # every model loaded before the first call
     writer = JsonlEventWriter(args.events) if args.events else None
     subscribers: list[Callable[[Event], object]] = [writer] if writer else []
@@ -71,6 +73,8 @@ async def serve_sip(args: argparse.Namespace) -> int:
     # SIGTERM drains; a second one (or Ctrl-C) hangs up at once
     loop.add_signal_handler(signal.SIGTERM, lambda: (stop if drain.is_set() else drain).set())
     try:
+        if args.metrics_port is not None:
+            serve_metrics(observability, args.host, args.metrics_port)
         try:
             await server.start()
         except OSError as exc:
@@ -90,4 +94,5 @@ async def serve_sip(args: argparse.Namespace) -> int:
         await registry.aclose(backends.values())
         if writer:
             writer.close()
+        observability.close()
     return 0

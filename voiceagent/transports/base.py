@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,13 +40,22 @@ FRAME_SECONDS = 0.02
 #: pause in delivery).
 RESYNC_SECONDS = 0.2
 
+#: Given each frame of audio a source sends on, or a sink plays, with its time on the session
+#: clock (a recording listens this way).
+AudioTap = Callable[[np.ndarray, float], None]
+
 
 class AudioSourceNode(Node):
     """A source whose :meth:`produce` task emits 16 kHz audio frames, then ends the graph."""
 
+    #: what carries the caller's audio (a label for metrics)
+    transport = "audio"
+
     def __init__(self, runtime: SessionRuntime, name: str = "input") -> None:
         super().__init__(name)
         self.runtime = runtime
+        #: called with every frame sent on (16 kHz), as the pipeline hears it
+        self.taps: list[AudioTap] = []
         self.t = 0.0  # media time of the next frame
         self._bad_samples = 0
         #: what the agent is doing, from the frames every stage receives
@@ -97,6 +107,8 @@ class AudioSourceNode(Node):
                 await self.report_error(f"input audio has NaN or infinite samples at {ts:.2f} s;"
                                         " they are replaced with silence")
             self._bad_samples += int(bad.sum())
+        for tap in self.taps:
+            tap(samples, ts)
         await self.emit(AudioFrame(ts=ts, samples=samples, sample_rate=PIPELINE_RATE))
 
     async def on_start(self) -> None:
@@ -228,6 +240,8 @@ class AudioSinkNode(Node):
         self._resampler: StreamResampler | None = None
         #: the replies in progress (announced, not yet finished here)
         self.activity = ReplyActivity()
+        #: called with every frame handed out (at ``rate``): exactly what the user heard
+        self.taps: list[AudioTap] = []
 
     async def write(self, samples: np.ndarray, ts: float) -> None:
         raise NotImplementedError
@@ -260,6 +274,8 @@ class AudioSinkNode(Node):
             elif event.reply_id in self.activity.live:
                 await self._publish(PlayoutFinishedFrame(ts=ts, reply_id=event.reply_id,
                                                          heard_text=event.heard_text))
+        for tap in self.taps:
+            tap(samples, ts)
         return samples
 
     async def _publish(self, frame: PlayoutStartedFrame | PlayoutFinishedFrame) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audio import PIPELINE_RATE
+from ..audio import PIPELINE_RATE, AudioTimeline
 from ..runtime import SessionRuntime
 from .base import AudioSinkNode, AudioSourceNode
 
 
 class FileAudioInput(AudioSourceNode):
+    transport = "file"
+
     def __init__(self, samples: np.ndarray, runtime: SessionRuntime, *,
                  max_tail: float = 60.0, idle_grace: float = 0.6) -> None:
         super().__init__(runtime)
@@ -37,17 +39,11 @@ class FileAudioOutput(AudioSinkNode):
 
     def __init__(self, runtime: SessionRuntime, rate: int = PIPELINE_RATE) -> None:
         super().__init__(rate, runtime)
-        self._frames: list[np.ndarray] = []
-        self._written = 0  # samples so far
+        self._timeline = AudioTimeline(rate)
 
     async def write(self, samples: np.ndarray, ts: float) -> None:
-        gap = round(ts * self.rate) - self._written
-        if gap >= self.frame_samples // 2:  # not a rounding difference: ticks were skipped
-            self._frames.append(np.zeros(gap, np.float32))
-            self._written += gap
-        self._frames.append(samples)
-        self._written += len(samples)
+        self._timeline.add(samples, ts)
 
     @property
     def audio(self) -> np.ndarray:
-        return np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
+        return self._timeline.samples()

@@ -36,6 +36,8 @@ class WebRTCAudioInput(LiveAudioInput):
 
     peer = "the browser"
 
+    transport = "webrtc"
+
     def __init__(self, track: MediaStreamTrack, runtime: SessionRuntime, *,
                  timeout: float = INPUT_TIMEOUT) -> None:
         super().__init__(runtime, input_timeout=timeout)
