@@ -28,6 +28,7 @@ from .errors import VoiceAgentError
 from .events import AgentEnteredEvent, AgentLeftEvent
 from .frames import AgentChangedFrame
 from .graph import Graph
+from .race import race
 from .runtime import SessionRuntime
 
 if TYPE_CHECKING:
@@ -83,8 +84,12 @@ class Workflow:
         self._rt = runtime
         self._graph = graph
         self._callers: list[_Caller] = []
-        #: the tool job of an agent a task just returned to: its result is on its way
-        self._returning: asyncio.Task[Any] | None = None
+        #: the tool job of an agent a task just returned to (its result is on its way), and
+        #: the switch count then
+        self._returning: tuple[asyncio.Task[Any] | None, int] | None = None
+        #: switches so far, and an event set at the next one
+        self.switches = 0
+        self._switched = asyncio.Event()
         #: how the active agent came to hold the conversation (None: it was the first)
         self.entered_by: Reason | None = None
 
@@ -140,13 +145,22 @@ class Workflow:
         tts = await self._resolve(caller.agent, "tts")
         await self._switch(caller.agent, caller.context, caller.llm, tts,
                            "task_completed", "all")
-        self._returning = caller.job
+        self._returning = (caller.job, self.switches)
         caller.result.set_result(result)
 
-    def take_returning(self) -> asyncio.Task[Any] | None:
-        """The tool job that a completed task has just resumed (once)."""
-        job, self._returning = self._returning, None
-        return job
+    async def resumed(self, timeout: float) -> None:
+        """After a task completed: until the tool it returned to has finished (its result is
+        then in its agent's conversation) or handed the conversation on again (another task,
+        a handoff), at most ``timeout`` seconds."""
+        returning, self._returning = self._returning, None
+        job, switches = returning or (None, 0)
+        if job is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not job.done() and self.switches == switches and loop.time() < deadline:
+            await race(asyncio.shield(job), self._switched.wait(),
+                       timeout=deadline - loop.time())
 
     # -- the switch ---------------------------------------------------------------------------
 
@@ -189,6 +203,9 @@ class Workflow:
         previous = self.agent
         self.agent, self.context, self.llm = agent, context, llm
         self.entered_by = reason
+        self.switches += 1
+        self._switched.set()
+        self._switched = asyncio.Event()
         now = self._rt.clock.now()
         self._rt.events.emit(AgentLeftEvent(ts=now, agent=previous.name, to=agent.name,
                                             reason=reason))

@@ -68,18 +68,22 @@ class LLMNode(Node):
     async def _generate(self, turn: int, said: list[str]) -> None:
         self._rt.metrics.mark(turn, "llm_request", self._rt.clock.now())
         agent = self._flow.agent
-        first_round = 0  # the agent's first round in this reply: the one tool_choice forces
+        # tool_choice binds an agent's first round in a reply, unless a task has just handed
+        # back to it: then it reads the task's result and answers
+        force = True
         rounds = agent.options.max_tool_rounds
         for round_ in range(rounds + 1):
             if self._flow.agent is not agent:  # a tool handed over: the new agent goes on
-                agent, first_round = self._flow.agent, round_
-                if agent.greeting and self._flow.entered_by != "task_completed":
+                agent = self._flow.agent
+                force = self._flow.entered_by != "task_completed"
+                if agent.greeting and force:
                     await self._say(turn, said, agent.greeting)
                     return
             context = self._flow.context
             calls: list[ToolCall] = []
             offered = [t.schema for t in agent.tools] if round_ < rounds else []
-            choice = agent.tool_choice if offered and round_ == first_round else None
+            choice = agent.tool_choice if offered and force else None
+            force = False
             stream = self._flow.llm.chat(context.messages(), offered,
                                          **({"tool_choice": choice} if choice else {}))
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
@@ -106,9 +110,8 @@ class LLMNode(Node):
                         waiting = True
                     else:
                         results.append(result)
-                returning = self._flow.take_returning()
-                if returning is not None:  # a task returned: its caller's tool finishes
-                    await asyncio.wait([returning], timeout=agent.options.tool_timeout)
+                # a task that completed: the tool it returned to goes on first
+                await self._flow.resumed(agent.options.tool_timeout)
             except asyncio.CancelledError:
                 # The calls belong to this generation: interrupted, they are abandoned, and
                 # the conversation must not keep a request without its results.
