@@ -94,7 +94,8 @@ class LlamaCppLLM:
                                             {"id": "", "name": "", "arguments": ""})
                     fn = call.get("function") or {}
                     slot["id"] = call.get("id") or slot["id"]
-                    slot["name"] += fn.get("name") or ""
+                    # the name comes whole; a forced call repeats it in every chunk
+                    slot["name"] = slot["name"] or fn.get("name") or ""
                     slot["arguments"] += fn.get("arguments") or ""
         finally:
             stream.close()  # releases the context between tokens when we stop early
