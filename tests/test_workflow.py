@@ -117,7 +117,8 @@ async def take_phone(context: ToolContext) -> str:
 
 async def test_a_task_returns_its_typed_result_to_the_tool_that_started_it():
     results.clear()
-    caller = Agent("You book tables.", name="booking", tools=[take_phone], options=VAD_MODE)
+    caller = Agent("You book tables.", name="booking", tools=[take_phone], tool_choice="take_phone",
+                   options=VAD_MODE)
     llm = ScriptedLLM(
         [call("take_phone")],                                   # booking starts the task
         [call("complete", digits="55 51")],                     # invalid: the task goes on
@@ -147,6 +148,8 @@ async def test_a_task_returns_its_typed_result_to_the_tool_that_started_it():
     # the caller spoke again with its own instructions and the tool's result in view
     assert llm.calls[-1][0].content == "You book tables."
     assert llm.calls[-1][-1].role == "tool"
+    # its tool_choice forced its first round, not the round after the task returned
+    assert llm.tool_choices == ["take_phone", None, None, None, None]
 
 
 async def test_a_task_cannot_hand_the_conversation_elsewhere():

@@ -72,7 +72,10 @@ class ScenarioTurn(BaseModel):
         if (self.user is None) == (self.audio is None):
             raise ValueError("a turn needs exactly one of user (text or {audio: path}) or audio")
         if self.reply_matches is not None:
-            re.compile(self.reply_matches)
+            try:
+                re.compile(self.reply_matches)
+            except re.error as exc:
+                raise ValueError(f"reply_matches is not a regular expression: {exc}") from None
         return self
 
     @property
@@ -191,7 +194,7 @@ async def check(turn: ScenarioTurn, result: TurnResult, reply: str, llm: LLM,
         if text.lower() not in reply.lower():
             failures.append(f"reply_contains {text!r}: the reply was {reply!r}")
     if turn.reply_matches is not None and not re.search(turn.reply_matches, reply, re.I):
-        failures.append(f"reply_matches {turn.reply_matches!r}: the reply was {reply!r}")
+        failures.append(f"reply_matches /{turn.reply_matches}/: the reply was {reply!r}")
     expected = [turn.tool_called] if isinstance(turn.tool_called, ToolExpectation) else (
         turn.tool_called or [])
     for tool in expected:
