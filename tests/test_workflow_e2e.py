@@ -12,10 +12,12 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llm_server import llama_server
@@ -191,3 +193,38 @@ def test_eval_reports_a_mistake_in_the_scenario_file_in_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"voiceagent: error: {scenarios}: scenario 1 (typo): turns.0.reply_contain: Extra "
         "inputs are not permitted"]
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is needed (apt sip-tester)")
+async def test_the_restaurant_takes_a_booking_over_the_phone(local_backends, tmp_path):
+    """The same agent file over SIP: sipp calls and says the booking clip (after the
+    greeting); the receptionist hands over and the phone-number task answers, on the
+    embedded llama.cpp LLM (its forced tool calls too)."""
+    from sip_peers import free_port, sipp_call, write_rtp_pcap
+
+    from voiceagent.audio import PIPELINE_RATE, resample
+    from voiceagent.events import Event
+    from voiceagent.telephony.media import TELEPHONE_RATE
+    from voiceagent.telephony.sip_server import SipOptions, SipServer
+
+    example = restaurant()
+    backends = {**local_backends, **resolve_backends(example.agent)}
+    clip = load_audio(EXAMPLE / "clips" / "book_a_table.wav")
+    speech = np.concatenate([np.zeros(4 * PIPELINE_RATE, np.float32), clip])  # the greeting
+    pcap = write_rtp_pcap(resample(speech, PIPELINE_RATE, TELEPHONE_RATE), tmp_path / "c.pcap")
+    events: list[Event] = []
+    server = SipServer(example.agent, backends, SipOptions(port=free_port()),
+                       subscribers=[events.append])
+    await server.start()
+    try:
+        result = await sipp_call(f"127.0.0.1:{server.address[1]}", pcap,
+                                 local_port=free_port(), media_port=free_port(),
+                                 wait_after=6.0)
+    finally:
+        await server.close()
+    assert result.ok, result.errors or result.output[-2000:]
+    entered = [(e.agent, e.reason) for e in events if e.type == "agent_entered"]
+    assert entered[:2] == [("booking", "handoff"), ("collect_phone", "task_started")]
+    said = [e.text for e in events if e.type == "agent_text" and e.final]
+    assert "What phone number should we use?" in " ".join(said)
+    assert [e for e in events if e.type == "metrics" and e.metrics.voice_to_voice]
