@@ -243,3 +243,28 @@ async def test_tool_choice_is_forced_on_the_agents_first_round_only():
     async with conversation(forced, llm) as chat:
         await chat.say_text("Hi.")
     assert llm.tool_choices == ["transfer_to_booking", None]
+
+
+async def test_an_interruption_while_a_task_is_being_prepared_leaves_the_caller_in_charge():
+    """Before the task holds the conversation its tool is an ordinary call: interrupted, it
+    is cancelled, the task never starts and no half-made call stays in the context."""
+    hold = asyncio.Event()
+    task = AgentTask(PhoneNumber, "Collect.", name="task", carry_over="summary",
+                     greeting="Number?", options=VAD_MODE)
+
+    @function_tool
+    async def start(context: ToolContext) -> str:
+        """Start the task."""
+        return (await context.run_task(task)).digits
+
+    caller = Agent("Caller.", name="caller", tools=[start], options=VAD_MODE)
+    llm = ScriptedLLM([call("start")], [hold, "never"])
+    async with conversation(caller, llm) as chat:
+        await chat.session.send_text("Book me in.")
+        while len(llm.calls) < 2:  # the task's summary is being written
+            await asyncio.sleep(0.01)
+        await chat.session.interrupt()
+        assert await chat.settle(5)
+        assert chat.session.agent is caller
+        assert [m.role for m in chat.session.context.history] == ["user"]
+        assert not chat.session.workflow._callers

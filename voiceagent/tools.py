@@ -33,7 +33,8 @@ class ToolContext:
     turn_id: int
     #: the session's agents (None outside a session)
     workflow: Workflow | None = None
-    #: set when the tool waits for a task: the reply that called it goes on without it
+    #: set once a task it started holds the conversation: the reply that called the tool
+    #: goes on without it
     suspended: asyncio.Event = field(default_factory=asyncio.Event)
     _deadline: asyncio.Timeout | None = None
 
@@ -58,9 +59,8 @@ class ToolContext:
             deadline.when() - loop.time())  # type: ignore[operator]
         if deadline is not None:
             deadline.reschedule(None)
-        self.suspended.set()
         try:
-            return await self.workflow.run_task(task)
+            return await self.workflow.run_task(task, started=self.suspended.set)
         finally:
             if deadline is not None and left is not None:
                 deadline.reschedule(loop.time() + left)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -93,10 +94,6 @@ class Workflow:
         #: how the active agent came to hold the conversation (None: it was the first)
         self.entered_by: Reason | None = None
 
-    @property
-    def in_task(self) -> bool:
-        return bool(self._callers)
-
     # -- handoffs ---------------------------------------------------------------------------
 
     async def hand_off(self, agent: Agent, *, carry_over: CarryOver | None = None,
@@ -121,16 +118,21 @@ class Workflow:
 
     # -- tasks --------------------------------------------------------------------------------
 
-    async def run_task(self, task: AgentTask[T]) -> T:
+    async def run_task(self, task: AgentTask[T],
+                       started: Callable[[], object] | None = None) -> T:
         """Give the conversation to ``task`` until it completes; its result. Awaited by a tool
-        of the active agent (in its own job: the conversation goes on meanwhile)."""
+        of the active agent, in its own job; ``started`` is called once the task holds the
+        conversation (the reply that called the tool then goes on without it)."""
         carry = task.carry_over
         context, llm, tts = await self._prepare(task, carry, "")
         caller = _Caller(self.agent, self.context, self.llm, task,
                          asyncio.get_running_loop().create_future(), asyncio.current_task())
         self._callers.append(caller)
-        await self._switch(task, context, llm, tts, "task_started", carry)
         try:
+            changed = self._enter(task, context, llm, tts, "task_started", carry)
+            if started is not None:
+                started()
+            await self._graph.broadcast(changed)
             return await caller.result
         finally:
             if caller in self._callers:  # the caller gave up (its session is ending)
@@ -141,12 +143,14 @@ class Workflow:
         tool that is waiting for it."""
         if not self._callers or self._callers[-1].task is not task or self.agent is not task:
             raise WorkflowError(f"{task.name} is not the task in progress")
+        tts = await self._resolve(self._callers[-1].agent, "tts")
+        # from here to the result, no await: the task is over once it has a valid result
         caller = self._callers.pop()
-        tts = await self._resolve(caller.agent, "tts")
-        await self._switch(caller.agent, caller.context, caller.llm, tts,
-                           "task_completed", "all")
+        changed = self._enter(caller.agent, caller.context, caller.llm, tts,
+                              "task_completed", "all")
         self._returning = (caller.job, self.switches)
         caller.result.set_result(result)
+        await self._graph.broadcast(changed)
 
     async def resumed(self, timeout: float) -> None:
         """After a task completed: until the tool it returned to has finished (its result is
@@ -200,6 +204,11 @@ class Workflow:
 
     async def _switch(self, agent: Agent, context: ChatContext, llm: LLM, tts: object,
                       reason: Reason, carry: CarryOver) -> None:
+        await self._graph.broadcast(self._enter(agent, context, llm, tts, reason, carry))
+
+    def _enter(self, agent: Agent, context: ChatContext, llm: LLM, tts: object,
+               reason: Reason, carry: CarryOver) -> AgentChangedFrame:
+        """The switch itself, in one step; the frame that tells the stages."""
         previous = self.agent
         self.agent, self.context, self.llm = agent, context, llm
         self.entered_by = reason
@@ -211,5 +220,4 @@ class Workflow:
                                             reason=reason))
         self._rt.events.emit(AgentEnteredEvent(ts=now, agent=agent.name, previous=previous.name,
                                                reason=reason, carry_over=carry))
-        await self._graph.broadcast(AgentChangedFrame(ts=now, agent=agent.name,
-                                                      options=agent.options, tts=tts))
+        return AgentChangedFrame(ts=now, agent=agent.name, options=agent.options, tts=tts)
