@@ -228,3 +228,31 @@ async def test_the_restaurant_takes_a_booking_over_the_phone(local_backends, tmp
     said = [e.text for e in events if e.type == "agent_text" and e.final]
     assert "What phone number should we use?" in " ".join(said)
     assert [e for e in events if e.type == "metrics" and e.metrics.voice_to_voice]
+
+
+async def test_the_restaurant_takes_a_booking_from_a_browser(local_backends, tmp_path):
+    """The same agent file over WebRTC: headless Chromium says the booking clip into its
+    microphone (after the greeting); the handoff and the task reach the page as events."""
+    from playwright.async_api import async_playwright
+    from webrtc_harness import connect_page, fake_microphone, launch, running_server
+    from webrtc_harness import wait_for_event
+
+    from voiceagent.server import ServerConfig, create_app
+
+    example = restaurant()
+    backends = {**local_backends, **resolve_backends(example.agent)}
+    mic = fake_microphone(EXAMPLE / "clips" / "book_a_table.wav", tmp_path / "mic.wav",
+                          lead=5.0, tail=30)
+    app = create_app(example.agent, backends, ServerConfig(host_addresses=["127.0.0.1"]))
+    async with running_server(app) as url, async_playwright() as pw:
+        browser = await launch(pw, mic)
+        page = await connect_page(browser, url)
+        booking = await wait_for_event(page, "e.type === 'agent_entered' && e.agent === "
+                                             "'booking'")
+        task = await wait_for_event(page, "e.type === 'agent_entered' && e.agent === "
+                                          "'collect_phone'")
+        said = await wait_for_event(page, "e.type === 'agent_text' && e.final && "
+                                          "e.text.includes('phone number')")
+        await browser.close()
+    assert booking["reason"] == "handoff" and task["reason"] == "task_started"
+    assert said["text"].startswith("Sure")
