@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from voiceagent.backends import ToolCall
+from voiceagent.backends import LLMDelta, ToolCall
 from voiceagent.errors import ConfigError
 from voiceagent.testing import ScriptedLLM, ToolCallRecord, TurnResult, judge
 from voiceagent.testing.scenarios import (
@@ -111,3 +111,12 @@ def test_the_table_has_a_line_per_turn_and_the_count():
     assert lines[2].split()[:4] == ["2", "FAIL", "-", "desk"]
     assert lines[2].endswith("handoff_to 'x': no handoff")
     assert lines[-1] == "0/1 scenarios passed"
+
+
+async def test_the_judge_asks_a_backend_that_cannot_force_tools_all_the_same():
+    class PlainLLM:
+        async def chat(self, messages, tools=()):
+            yield LLMDelta(text="No, it does not greet.")
+
+    verdict = await judge(PlainLLM(), "greets", "Bye.")
+    assert not verdict and verdict.reason == "it does not greet."

@@ -44,7 +44,10 @@ async def judge(llm: LLM, intent: str, reply: str, *, conversation: str = "",
         question = f"Conversation so far:\n{conversation}\n\n{question}"
     messages = [ChatMessage("system", PROMPT), ChatMessage("user", question)]
     text, arguments = "", None
-    stream = llm.chat(messages, [VERDICT_TOOL], tool_choice="verdict")  # type: ignore[call-arg]
+    try:
+        stream = llm.chat(messages, [VERDICT_TOOL], tool_choice="verdict")  # type: ignore[call-arg]
+    except TypeError:  # a backend that cannot force tools: it may still call it, or say yes/no
+        stream = llm.chat(messages, [VERDICT_TOOL])
     async with contextlib.aclosing(stream), asyncio.timeout(timeout):  # type: ignore[type-var]
         async for delta in stream:
             if delta.tool_call is not None and delta.tool_call.name == "verdict":
