@@ -268,3 +268,20 @@ async def test_an_interruption_while_a_task_is_being_prepared_leaves_the_caller_
         assert chat.session.agent is caller
         assert [m.role for m in chat.session.context.history] == ["user"]
         assert not chat.session.workflow._callers
+
+
+async def test_the_calls_of_one_round_are_the_agents_that_made_them_after_a_handoff():
+    noted: list[str] = []
+
+    @function_tool
+    def note(text: str) -> str:
+        """Note something for the booking."""
+        noted.append(text)
+        return "noted"
+
+    desk = Agent("Desk.", name="desk", tools=[transfer_to_booking, note], options=VAD_MODE)
+    llm = ScriptedLLM([call("transfer_to_booking"), call("note", text="window seat")], "Hi.")
+    async with conversation(desk, llm) as chat:
+        turn = await chat.say_text("A window seat, please.")
+    assert noted == ["window seat"] and not turn.called("note")[0].error
+    assert turn.agent == "booking"

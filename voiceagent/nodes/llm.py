@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from ..agent import Agent
 from ..backends import ChatMessage, ToolCall
 from ..context import ChatContext
 from ..errors import BackendError
@@ -105,7 +106,7 @@ class LLMNode(Node):
             waiting = False  # a call waits for a task: its result will follow the request
             try:
                 for call in calls:
-                    result = await self._run_tool(turn, call, context)
+                    result = await self._run_tool(turn, call, agent, context)
                     if result is None:
                         waiting = True
                     else:
@@ -133,14 +134,14 @@ class LLMNode(Node):
         said.append(text)
         await self.emit(LLMTextFrame(ts=now, text=text, reply_id=turn))
 
-    async def _run_tool(self, turn: int, call: ToolCall,
+    async def _run_tool(self, turn: int, call: ToolCall, agent: Agent,
                         context: ChatContext) -> ChatMessage | None:
-        """The call's result; None when the tool waits for a task (its result joins
-        ``context`` when it comes)."""
-        tool = self._flow.agent.tool(call.name)
+        """``agent``'s call (a tool before it may have handed over); its result, or None when
+        the tool waits for a task (its result joins ``context`` when it comes)."""
+        tool = agent.tool(call.name)
         if tool is None:
             return self._result(turn, call, f"Error: there is no tool named {call.name!r}", True)
-        opts = self._flow.agent.options
+        opts = agent.options
         tool_context = ToolContext(self._rt, turn, self._flow)
         # its own job, so that one waiting for a task need not hold up the conversation
         job = self.spawn(tool.invoke(call.arguments, opts.tool_timeout, tool_context),
