@@ -35,8 +35,8 @@ def test_the_demo_command_serves_an_agent_file_in_the_repository():
     assert paths and all((REPO / p).is_file() for p in paths)
 
 
-@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.py")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("example", sorted((REPO / "examples").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(REPO / "examples")))
 def test_examples_define_an_agent(example):
     assert isinstance(load_agent(example), Agent)
 

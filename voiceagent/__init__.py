@@ -8,15 +8,16 @@ from .agent import (
     EndpointingOptions,
     RecordingOptions,
 )
+from .agent_task import AgentTask
 from .errors import BackendError, BackendUnavailable, ConfigError, VoiceAgentError
 from .session import AgentSession
 from .tools import FunctionTool, ToolContext, end_call, function_tool
+from .workflow import Handoff
 
 __all__ = [
-    "Agent", "AgentOptions", "AgentSession", "BackendError", "BackendUnavailable", "BargeInOptions",
-    "DTMFOptions",
-    "ConfigError", "EndpointingOptions", "FunctionTool", "RecordingOptions", "ToolContext",
-    "VoiceAgentError",
+    "Agent", "AgentOptions", "AgentSession", "AgentTask", "BackendError", "BackendUnavailable",
+    "BargeInOptions", "ConfigError", "DTMFOptions", "EndpointingOptions", "FunctionTool",
+    "Handoff", "RecordingOptions", "ToolContext", "VoiceAgentError",
     "end_call", "function_tool",
 ]
 __version__ = "0.1.0"

@@ -149,6 +149,15 @@ class AgentOptions(BaseModel):
 
 BackendSpec = str | Any
 
+#: what an agent that takes over receives of the conversation so far: all of it (the user's
+#: and the agent's words, without the previous agent's tool calls), a summary written by the
+#: LLM, or nothing (only a note, if the handoff gives one)
+CarryOver = Literal["all", "summary", "none"]
+
+_DEFAULT_BACKENDS: dict[str, str] = {
+    "vad": "silero", "stt": "whisper", "llm": "llamacpp", "tts": "piper",
+    "turn": "smart-turn", "completeness": "llamacpp"}
+
 
 class Agent:
     """What a developer writes::
@@ -156,7 +165,16 @@ class Agent:
         agent = Agent(instructions="You are a friendly receptionist.", tools=[book_table])
 
     Backends are names from the registry (``stt="whisper"``) or backend objects; their
-    options go in ``*_options``.
+    options go in ``*_options``. A backend left out is the default for the first agent of a
+    session and the session's own for an agent handed the conversation later (so the command
+    line's ``--llm`` choice holds for every agent of a workflow).
+
+    In a workflow (docs/workflows.md) ``name`` labels the agent in events and in
+    ``handoff_to`` expectations, ``carry_over`` says what it receives of the conversation
+    when it takes over, and ``greeting`` is what it says on entering (else it answers at
+    once, in the reply that handed over). ``tool_choice`` forces a tool on the first LLM round
+    of each of its replies (a tool's name, or ``"required"``; small local models rarely call
+    tools on their own); later rounds leave the choice to the model.
     """
 
     def __init__(
@@ -165,12 +183,15 @@ class Agent:
         *,
         tools: Sequence[FunctionTool | Callable[..., Any]] = (),
         greeting: str | None = None,
-        vad: BackendSpec = "silero",
-        stt: BackendSpec = "whisper",
-        llm: BackendSpec = "llamacpp",
-        tts: BackendSpec = "piper",
-        turn_detector: BackendSpec = "smart-turn",
-        completeness: BackendSpec = "llamacpp",
+        name: str | None = None,
+        carry_over: CarryOver = "all",
+        tool_choice: str | None = None,
+        vad: BackendSpec | None = None,
+        stt: BackendSpec | None = None,
+        llm: BackendSpec | None = None,
+        tts: BackendSpec | None = None,
+        turn_detector: BackendSpec | None = None,
+        completeness: BackendSpec | None = None,
         vad_options: dict[str, Any] | None = None,
         stt_options: dict[str, Any] | None = None,
         llm_options: dict[str, Any] | None = None,
@@ -184,13 +205,24 @@ class Agent:
         if len(set(names)) != len(names):
             raise ValueError(f"tool names must be unique, got {names}")
         self.greeting = greeting
+        self.name = name or type(self).__name__
+        self.carry_over: CarryOver = carry_over
+        if tool_choice not in (None, "auto", "none", "required") and self.tool(tool_choice) is None:
+            raise ValueError(f"tool_choice {tool_choice!r} is not one of the agent's tools")
+        self.tool_choice = tool_choice
+        given = {"vad": vad, "stt": stt, "llm": llm, "tts": tts,
+                 "turn": turn_detector, "completeness": completeness}
         self.backends: dict[str, BackendSpec] = {
-            "vad": vad, "stt": stt, "llm": llm, "tts": tts,
-            "turn": turn_detector, "completeness": completeness}
+            kind: _DEFAULT_BACKENDS[kind] if spec is None else spec
+            for kind, spec in given.items()}
         self.backend_options: dict[str, dict[str, Any]] = {
             "vad": vad_options or {}, "stt": stt_options or {},
             "llm": llm_options or {}, "tts": tts_options or {},
             "turn": {}, "completeness": {}}
+        #: the roles this agent leaves to the session (see the class docstring): neither a
+        #: backend nor options given
+        self.inherited = {kind for kind, spec in given.items()
+                          if spec is None and not self.backend_options[kind]}
         self.options = options or AgentOptions()
         #: attached to every session of this agent (metrics, traces: see observer.py)
         self.observers: list[SessionObserver] = list(observers)
@@ -202,4 +234,8 @@ class Agent:
         """Override one backend (the CLI's ``--llm openai``); returns self."""
         self.backends[kind] = spec
         self.backend_options[kind] = options
+        self.inherited.discard(kind)
         return self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

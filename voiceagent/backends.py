@@ -130,7 +130,9 @@ class LLM(Protocol):
     def chat(self, messages: Sequence[ChatMessage],
              tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
         """Stream a reply. ``tools`` are OpenAI-style function specs. Closing the iterator
-        early (``aclose``) must stop generation."""
+        early (``aclose``) must stop generation. An agent with a ``tool_choice`` also passes
+        ``tool_choice=`` (a tool's name, ``"auto"``, ``"none"`` or ``"required"``): a backend
+        that cannot force tools may leave that keyword out, and such agents cannot use it."""
         ...
 
 

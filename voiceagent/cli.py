@@ -3,6 +3,7 @@
     voiceagent run AGENT.py --input user.wav --output agent.wav --events events.jsonl
     voiceagent serve AGENT.py --port 8080       (then open http://127.0.0.1:8080/)
     voiceagent sip AGENT.py --port 5060         (then call sip:agent@127.0.0.1:5060)
+    voiceagent eval AGENT.py SCENARIOS.yaml [--json]   (scenario tests; exit 1 on a failure)
 
 Errors a user can fix (a bad file, a missing package, a bad option) print one line and exit
 with status 2; no traceback.
@@ -119,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     sip.add_argument("--events", help="append every call's events here (JSONL)")
     add_observability_flags(sip, metrics="port")
     add_backend_flags(sip)
+
+    ev = sub.add_parser("eval", help="run scenario tests (YAML) against an agent; exit status "
+                                     "1 when one fails (docs/testing.md)")
+    ev.add_argument("agent", help="the agent entrypoint file")
+    ev.add_argument("scenarios", help="a YAML list of scenarios (name, turns)")
+    ev.add_argument("--json", action="store_true",
+                    help="print one JSON object instead of the table")
+    ev.add_argument("--turn-timeout", type=float, default=120.0, metavar="SECONDS",
+                    help="longest wait for one turn's answer (default 120)")
+    add_backend_flags(ev)
     return parser
 
 
@@ -143,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             from .telephony.serve_sip import serve_sip
 
             return asyncio.run(serve_sip(args))
+        if args.command == "eval":
+            from .testing.scenarios import eval_file
+
+            return asyncio.run(eval_file(args))
     except VoiceAgentError as exc:
         print(f"voiceagent: error: {exc}", file=sys.stderr)
         return 2

@@ -114,6 +114,27 @@ class StageEvent(Event):
     detail: str = ""
 
 
+class AgentLeftEvent(Event):
+    """An agent handed the conversation on: to another agent, to a task it started, or
+    back to the agent that started it (a task that completed)."""
+
+    type: Literal["agent_left"] = "agent_left"
+    agent: str
+    to: str
+    reason: Literal["handoff", "task_started", "task_completed"]
+
+
+class AgentEnteredEvent(Event):
+    """An agent took over the conversation (``reason`` as in :class:`AgentLeftEvent`)."""
+
+    type: Literal["agent_entered"] = "agent_entered"
+    agent: str
+    previous: str
+    reason: Literal["handoff", "task_started", "task_completed"]
+    #: what it received of the conversation: all, summary or none
+    carry_over: str = "all"
+
+
 class TurnMetrics(BaseModel):
     """Per-turn latencies in seconds; None where a stage did not happen."""
 

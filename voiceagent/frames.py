@@ -249,6 +249,17 @@ class PlayoutFinishedFrame(SystemFrame):
 
 
 @dataclass(kw_only=True)
+class AgentChangedFrame(SystemFrame):
+    """Another agent took over (a handoff, a task, a task's end): the stages whose settings
+    are the agent's adopt its ones. ``options`` is its ``AgentOptions``; ``tts`` its voice,
+    None to keep the one in use."""
+
+    agent: str
+    options: Any
+    tts: Any = None
+
+
+@dataclass(kw_only=True)
 class ErrorFrame(SystemFrame):
     source: str
     message: str

@@ -15,6 +15,7 @@ from .backends import ChatMessage
 from .audio import load_audio
 from .clock import SessionClock
 from .events import (
+    AgentEnteredEvent,
     AgentTextEvent,
     ErrorEvent,
     Event,
@@ -87,6 +88,9 @@ def console_printer(event: Event) -> None:
         else:
             said = event.text
         print(f"[{event.ts:6.2f}] agent: {said}")
+    elif isinstance(event, AgentEnteredEvent):
+        print(f"[{event.ts:6.2f}] now:   {event.agent} ({event.reason.replace('_', ' ')}, from "
+              f"{event.previous})")
     elif isinstance(event, ToolCallEvent):
         print(f"[{event.ts:6.2f}] tool:  {event.name}({event.arguments}) -> {event.result}")
     elif isinstance(event, MetricsEvent):

@@ -20,13 +20,14 @@ import uuid
 from collections.abc import Callable
 
 from . import registry
-from .agent import Agent
+from .agent import Agent, CarryOver
 from .clock import SessionClock
 from .context import ChatContext
 from .events import DTMF_KEYS, DTMFEvent, ErrorEvent, EventBus, SessionStateEvent
 from .backends import ChatMessage
 from .frames import ErrorFrame, InterruptionFrame, LLMTextFrame, ReplyEnd, TextInputFrame
 from .graph import Graph, Node
+from .workflow import Workflow
 from .metrics import MetricsTracker
 from .nodes.endpointer import EndpointerNode
 from .nodes.llm import LLMNode
@@ -70,7 +71,6 @@ class AgentSession:
         session_id: str | None = None,
         backends: dict[str, object] | None = None,
     ) -> None:
-        self.agent = agent
         self.id = session_id or uuid.uuid4().hex[:12]
         self.events = EventBus(self.id)
         self.runtime = SessionRuntime(session_id=self.id, clock=clock or SessionClock(),
@@ -79,11 +79,12 @@ class AgentSession:
         #: the backends by kind (shared by every session in the process)
         self.backends = b
         opts = agent.options
-        self.context = ChatContext(agent.instructions, opts.max_history)
         rt = self.runtime
         self.input = make_input(rt)
         self.output = make_output(rt)
         self.graph = Graph(f"session-{self.id}")
+        #: the agent holding the conversation, its context, and handoffs (workflow.py)
+        self.workflow = Workflow(agent, b, rt, self.graph)
         #: every reply of this session, from the frames that announce, start and end them
         self.replies = ReplyLedger(rt.clock, self.events, rt.new_turn_id, self.graph.broadcast)
         self.graph.observe(self.replies.observe)
@@ -103,7 +104,7 @@ class AgentSession:
         self.graph.connect(stt, self._endpointer)
         self.graph.chain(
             self._endpointer,
-            LLMNode(b["llm"], agent, self.context, rt),  # type: ignore[arg-type]
+            LLMNode(self.workflow, rt),
             self._say,
             chunker,
             TTSNode(b["tts"], opts, rt),  # type: ignore[arg-type]
@@ -119,6 +120,26 @@ class AgentSession:
         self.recorder = SessionRecorder(opts.recording) if opts.recording else None
         if self.recorder is not None:
             self.recorder.attach(self)
+
+    @property
+    def agent(self) -> Agent:
+        """The agent holding the conversation now."""
+        return self.workflow.agent
+
+    @property
+    def context(self) -> ChatContext:
+        """The active agent's conversation."""
+        return self.workflow.context
+
+    async def update_agent(self, agent: Agent, *, carry_over: CarryOver | None = None,
+                           note: str = "") -> None:
+        """Hand the conversation to ``agent`` from code (a tool returns the agent instead).
+        It receives the conversation as ``carry_over`` says (its own by default) and says its
+        greeting, if it has one; it answers from the next user turn (a reply being
+        generated goes on with it from its next round)."""
+        await self.workflow.hand_off(agent, carry_over=carry_over, note=note)
+        if agent.greeting:
+            await self.say(agent.greeting)
 
     def _on_error(self, frame: ErrorFrame) -> None:
         self.events.emit(ErrorEvent(ts=self.runtime.clock.now(), source=frame.source,

@@ -11,13 +11,17 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 if TYPE_CHECKING:
+    from .agent_task import AgentTask
     from .runtime import SessionRuntime
+    from .workflow import Workflow
+
+T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass
@@ -27,6 +31,12 @@ class ToolContext:
 
     runtime: SessionRuntime
     turn_id: int
+    #: the session's agents (None outside a session)
+    workflow: Workflow | None = None
+    #: set once a task it started holds the conversation: the reply that called the tool
+    #: goes on without it
+    suspended: asyncio.Event = field(default_factory=asyncio.Event)
+    _deadline: asyncio.Timeout | None = None
 
     @property
     def session_id(self) -> str:
@@ -35,6 +45,25 @@ class ToolContext:
     def end_call(self, reason: str = "the agent ended the call") -> None:
         """Hang up once the reply in progress (the goodbye) has been heard."""
         self.runtime.request_hangup(reason)
+
+    async def run_task(self, task: AgentTask[T]) -> T:
+        """Hand the conversation to ``task`` until it completes; its typed result. The tool
+        call stays open meanwhile (its time-out stops counting): the task talks with the
+        user over as many turns as it needs, and this tool's result reaches the LLM when it
+        returns."""
+        if self.workflow is None:
+            raise RuntimeError("run_task needs a session")
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline
+        left = None if deadline is None or deadline.when() is None else (
+            deadline.when() - loop.time())  # type: ignore[operator]
+        if deadline is not None:
+            deadline.reschedule(None)
+        try:
+            return await self.workflow.run_task(task, started=self.suspended.set)
+        finally:
+            if deadline is not None and left is not None:
+                deadline.reschedule(loop.time() + left)
 
 
 class FunctionTool:
@@ -58,7 +87,8 @@ class FunctionTool:
 
     async def invoke(self, arguments: str, timeout: float | None = None,
                      context: ToolContext | None = None) -> tuple[str, bool]:
-        """Run with the model's JSON ``arguments``; returns (result text, is_error)."""
+        """Run with the model's JSON ``arguments``; returns (result text, is_error). A tool
+        that returns an agent (or a ``Handoff``) hands the conversation to it here."""
         try:
             raw = json.loads(arguments or "{}")
             if not isinstance(raw, dict):
@@ -72,11 +102,16 @@ class FunctionTool:
                 return f"Error: {self.name} needs a conversation to run in", True
             kwargs[self.context_param] = context
         try:
-            if inspect.iscoroutinefunction(self.fn):
-                call = self.fn(**kwargs)
-            else:
-                call = asyncio.to_thread(self.fn, **kwargs)
-            result = await asyncio.wait_for(call, timeout)
+            async with asyncio.timeout(timeout) as deadline:
+                if context is not None:
+                    context._deadline = deadline
+                if inspect.iscoroutinefunction(self.fn):
+                    result = await self.fn(**kwargs)
+                else:
+                    result = await asyncio.to_thread(self.fn, **kwargs)
+                if context is not None and context.workflow is not None:
+                    handed = await context.workflow.accept(result)
+                    result = result if handed is None else handed
         except TimeoutError:
             return f"Error: {self.name} timed out after {timeout} s", True
         except Exception as exc:

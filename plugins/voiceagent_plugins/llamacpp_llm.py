@@ -76,10 +76,13 @@ class LlamaCppLLM:
         #: one generation at a time; its waits are exported as metrics
         self.model_lock = ModelLock()
 
-    def _generate(self, messages: list[dict[str, Any]],
-                  tools: Sequence[dict[str, Any]]) -> Iterator[LLMDelta]:
+    def _generate(self, messages: list[dict[str, Any]], tools: Sequence[dict[str, Any]],
+                  tool_choice: str | None) -> Iterator[LLMDelta]:
+        # llama-cpp-python forces a named function only (a grammar for its arguments)
+        forced = ({"type": "function", "function": {"name": tool_choice}}
+                  if tools and tool_choice not in (None, "auto", "none", "required") else None)
         stream = self.llm.create_chat_completion(
-            messages=messages, tools=list(tools) or None, stream=True,
+            messages=messages, tools=list(tools) or None, tool_choice=forced, stream=True,
             temperature=self.temperature, max_tokens=self.max_tokens)
         calls: dict[int, dict[str, str]] = {}
         try:
@@ -92,7 +95,8 @@ class LlamaCppLLM:
                                             {"id": "", "name": "", "arguments": ""})
                     fn = call.get("function") or {}
                     slot["id"] = call.get("id") or slot["id"]
-                    slot["name"] += fn.get("name") or ""
+                    # the name comes whole; a forced call repeats it in every chunk
+                    slot["name"] = slot["name"] or fn.get("name") or ""
                     slot["arguments"] += fn.get("arguments") or ""
         finally:
             stream.close()  # releases the context between tokens when we stop early
@@ -101,12 +105,12 @@ class LlamaCppLLM:
                                               name=slot["name"],
                                               arguments=slot["arguments"] or "{}"))
 
-    async def chat(self, messages: Sequence[ChatMessage],
-                   tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
+    async def chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] = (),
+                   tool_choice: str | None = None) -> AsyncIterator[LLMDelta]:
         payload = [m.to_openai() for m in messages]
         try:
-            async with aclosing(iterate_in_thread(lambda: self._generate(payload, tools),
-                                                  lock=self.model_lock)) as deltas:
+            generate = lambda: self._generate(payload, tools, tool_choice)  # noqa: E731
+            async with aclosing(iterate_in_thread(generate, lock=self.model_lock)) as deltas:
                 async for delta in deltas:
                     yield delta
         except (ValueError, RuntimeError, json.JSONDecodeError) as exc:

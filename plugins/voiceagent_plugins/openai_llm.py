@@ -83,34 +83,36 @@ class OpenAILLM:
         if client is not None and self._loop is asyncio.get_running_loop():
             await client.close()
 
-    def _request(self, messages: Sequence[ChatMessage],
-                 tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def _request(self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]],
+                 tool_choice: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model, "messages": [m.to_openai() for m in messages], "stream": True}
         if self.temperature is not None:
             params["temperature"] = self.temperature
         if self.max_tokens is not None:
             params["max_tokens"] = self.max_tokens
+        choice = tool_choice or self.tool_choice
         if tools:
             params["tools"] = list(tools)
-            if self.tool_choice in ("auto", "required", "none"):
-                params["tool_choice"] = self.tool_choice
-            elif self.tool_choice:
-                params["tool_choice"] = {"type": "function",
-                                         "function": {"name": self.tool_choice}}
+            if choice in ("auto", "required", "none"):
+                params["tool_choice"] = choice
+            elif choice:
+                params["tool_choice"] = {"type": "function", "function": {"name": choice}}
         if self.extra_body:
             params["extra_body"] = self.extra_body
         return params
 
-    async def chat(self, messages: Sequence[ChatMessage],
-                   tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
+    async def chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] = (),
+                   tool_choice: str | None = None) -> AsyncIterator[LLMDelta]:
+        """``tool_choice`` (an agent's) overrides the backend's own for this request."""
         client = self._client_for_loop()
         endpoint = str(client.base_url).rstrip("/")
         openai = self._openai
         calls: dict[int, ToolCall] = {}
         finished = False
         try:
-            stream = await client.chat.completions.create(**self._request(messages, tools))
+            request = self._request(messages, tools, tool_choice)
+            stream = await client.chat.completions.create(**request)
             # leaving this block, by the end, an error, aclose() or cancellation, closes the
             # HTTP response, which is how the server learns to stop generating
             async with stream:

@@ -30,6 +30,7 @@ from ..agent import AgentOptions
 from ..backends import CompletenessScorer, TurnDetector
 from ..events import BargeInEvent, UserTurnEvent
 from ..frames import (
+    AgentChangedFrame,
     AudioFrame,
     DataFrame,
     EndOfTurnFrame,
@@ -106,6 +107,18 @@ class EndpointerNode(Node):
 
     async def on_system(self, frame: SystemFrame) -> None:
         self._replies.observe(frame)
+        if isinstance(frame, AgentChangedFrame):
+            self._adopt(frame.options)
+
+    def _adopt(self, options: AgentOptions) -> None:
+        """Another agent's turn-taking. The durations and barge-in switch at once; the mode
+        and its models were loaded for the session, so an agent asking for another keeps
+        the session's."""
+        endpointing = options.endpointing
+        if (endpointing.mode, endpointing.model_path) == (self._opts.mode, self._opts.model_path):
+            self._opts = endpointing
+        self._barge_opts = options.barge_in
+        self._backchannels = [normalize(b) for b in self._barge_opts.backchannels]
 
     # -- frames ---------------------------------------------------------------------------
 

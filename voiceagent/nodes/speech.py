@@ -20,6 +20,7 @@ from ..errors import BackendError
 from ..events import StageEvent
 from ..frames import (
     AgentAudioFrame,
+    AgentChangedFrame,
     DataFrame,
     InterruptionFrame,
     LLMTextFrame,
@@ -72,6 +73,11 @@ class TTSNode(Node):
         self._tts = tts
         self._timeout = options.tts_timeout
         self._rt = runtime
+
+    async def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, AgentChangedFrame):  # the new agent's voice, from its next chunk
+            self._tts = frame.tts or self._tts
+            self._timeout = frame.options.tts_timeout
 
     async def process(self, frame: DataFrame) -> None:
         if not isinstance(frame, TextChunkFrame):

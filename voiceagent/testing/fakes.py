@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import ChatMessage, LLMDelta, Transcript
+from ..backends import ChatMessage, LLMDelta, ToolCall, Transcript
 
 RATE = 16_000
 
@@ -70,26 +70,34 @@ class _ScriptedStream:
         pass
 
 
-Piece = str | asyncio.Event
+Piece = str | ToolCall | asyncio.Event
 
 
 class ScriptedLLM:
     """Answers each call with the next of ``replies``: a string, or a list of pieces where a
-    piece is text to stream or an :class:`asyncio.Event` to wait for (to hold a reply
-    mid-sentence while a test does something). ``streamed`` is set after each text piece."""
+    piece is text to stream, a :class:`ToolCall` to make, or an :class:`asyncio.Event` to
+    wait for (to hold a reply mid-sentence while a test does something). ``streamed`` is set
+    after each text piece; ``calls`` keeps each request's messages, ``tools`` the names of
+    the tools offered and ``tool_choices`` the choice asked for."""
 
     def __init__(self, *replies: str | Sequence[Piece]) -> None:
         self.replies = [[r] if isinstance(r, str) else list(r) for r in replies]
         self.calls: list[list[ChatMessage]] = []
+        self.tools: list[list[str]] = []
+        self.tool_choices: list[str | None] = []
         self.streamed = asyncio.Event()
 
-    async def chat(self, messages: Sequence[ChatMessage],
-                   tools: Sequence[dict[str, Any]] = ()) -> AsyncIterator[LLMDelta]:
+    async def chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] = (),
+                   tool_choice: str | None = None) -> AsyncIterator[LLMDelta]:
         pieces = self.replies[len(self.calls)] if len(self.calls) < len(self.replies) else []
         self.calls.append(list(messages))
+        self.tools.append([t["function"]["name"] for t in tools])
+        self.tool_choices.append(tool_choice)
         for piece in pieces:
             if isinstance(piece, asyncio.Event):
                 await piece.wait()
+            elif isinstance(piece, ToolCall):
+                yield LLMDelta(tool_call=piece)
             else:
                 yield LLMDelta(text=piece)
                 self.streamed.set()
