@@ -191,7 +191,9 @@ def test_a_calls_rtp_endpoint_takes_any_datagram(loop, packets):
                 pass
 
     loop.run_until_complete(receive())
-    assert endpoint.received + endpoint.malformed == len(packets)
+    # from the caller's address, each datagram is RTP, muxed RTCP (RFC 5761) or malformed
+    assert endpoint.received + endpoint.rtcp_received + endpoint.malformed == len(packets)
+    assert not endpoint.rejected
     assert all(key in DTMF_KEYS for key in keys)
     assert len(endpoint.jitter._packets) <= endpoint.jitter.max_depth
 

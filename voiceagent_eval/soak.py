@@ -41,9 +41,10 @@ class SoakResult:
 
     @property
     def growth(self) -> dict[str, float]:
-        """Each figure's last sample minus its first after warm-up (the second sample: the
-        first sessions load lazily created pools and caches)."""
-        base = self.samples[1] if len(self.samples) > 2 else self.samples[0]
+        """Each figure's last sample minus its value after warm-up: the first third of the run
+        (at least one sample) fills lazily created pools, caches and allocator arenas."""
+        base = self.samples[max(1, len(self.samples) // 3)] if len(self.samples) > 2 \
+            else self.samples[0]
         last = self.samples[-1]
         return {k: round(getattr(last, k) - getattr(base, k), 1)
                 for k in ("rss_mb", "threads", "fds", "tasks")}
