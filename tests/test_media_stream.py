@@ -408,8 +408,8 @@ async def test_bad_input_and_a_vanishing_caller_leave_the_other_call_working(
         await until(lambda: len(app.state.registry) == 1, 10, "the vanished call ending")
         ended = of(events, SessionStateEvent, two)[-1]
         assert ended.state == "ended" and "socket closed" in ended.reason
-        assert (await http.get("/health")).json() == {"status": "ok", "sessions": 1,
-                                                      "max_sessions": 2}
+        health = (await http.get("/health")).json()
+        assert (health["status"], health["sessions"], health["max_sessions"]) == ("ok", 1, 2)
 
         # The first call still works.
         await first.say(phone_speech(speech_dir, FIRST))
