@@ -23,8 +23,8 @@ if [ "${1:-}" = "--test" ]; then
     extras="embedded,test"
     # System tools the tests drive (validating docker-compose.yml offline; Chromium for the
     # WebRTC browser tests, driven by Playwright: no browser is downloaded; sipp and baresip,
-    # real SIP peers that call the SIP bridge).
-    apt_packages=(docker-compose chromium sip-tester baresip)
+    # real SIP peers that call the SIP bridge; Kamailio and HAProxy, the cluster's fronts).
+    apt_packages=(docker-compose chromium sip-tester baresip kamailio haproxy)
     missing=()
     for pkg in "${apt_packages[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
