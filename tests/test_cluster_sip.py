@@ -8,6 +8,9 @@ of the 200 OK, the worker's own events: its transcript and reply; baresip hears 
 third caller meanwhile gets 503 with Retry-After from the front. A worker killed with SIGKILL
 is skipped by the next calls once a probe has missed it; started again, it takes calls again.
 A worker drained with SIGTERM finishes its call while new ones go to the other.
+
+A second cluster probes too rarely to notice anything: the front fails over on the INVITEs'
+own answers (486, none) instead.
 """
 
 from __future__ import annotations
@@ -179,3 +182,36 @@ async def test_kamailio_spreads_fails_over_and_drains(speech_dir, tmp_path):
 def calls(c, name: str) -> list[str]:
     return [e["call_id"] for e in c.events(name) if e["type"] == "call"]
 
+
+
+async def test_kamailio_fails_over_on_busy_and_silent_workers(tmp_path):
+    """With probes too rare to notice anything (60 s), the front learns from the INVITEs
+    themselves: a worker answering 486 (full) passes the call to the next, and none left
+    is a 503 with Retry-After; a worker that does not answer (killed) is skipped after
+    PROBE_TIMEOUT, marked down at once, and sent no more calls."""
+    with cluster("--sip-workers", "2", "--http-workers", "0", "--max-sessions", "1",
+                 "--probe-interval", "60") as c:
+        front = f"127.0.0.1:{c.sip_port}"
+        silence = write_rtp_pcap(np.zeros(4000, np.float32), tmp_path / "silence.pcap")
+        busy = [asyncio.ensure_future(short_call(front, silence, wait=6.0)) for _ in range(2)]
+        await asyncio.sleep(2.0)
+        refused = await sipp_call(front, scenario=SCENARIOS / "uac_refused.xml",
+                                  local_port=free_port(), media_port=free_port(), timeout=15)
+        assert refused.ok and refused.received[-1].startswith("SIP/2.0 503"), refused.messages
+        assert re.search(r"^Retry-After: *\d+", refused.messages, re.M), refused.messages
+        assert "failed over" in c.log("kamailio")  # the first worker's 486 went on
+        held = await asyncio.gather(*busy)
+        assert all(r.ok for r in held) and {answered_by(r) for r in held} == {
+            c.sip_port + 1, c.sip_port + 2}
+
+        os.kill(c.pid("sip-1"), signal.SIGKILL)
+        results = []
+        for _ in range(3):
+            await asyncio.sleep(0.5)  # the last call's slot is free once its BYE is through
+            results.append(await short_call(front, silence))
+        assert all(r.ok for r in results), [r.errors for r in results]
+        assert {answered_by(r) for r in results} == {c.sip_port + 2}
+        log = c.log("kamailio")
+        assert log.count("did not answer: marked down") == 1, log[-3000:]
+        slow = [r.elapsed for r in results]
+        assert max(slow) - min(slow) > 1.5, slow  # one waited out the dead worker's 2 s
