@@ -6,13 +6,13 @@ server shared by every worker).
         [--clips NAME ...] [--runs 2] [--agent FILE] [--json]
 
 For each number of workers, a cluster is started (``--sip-workers W``, each worker taking any
-number of calls) and warmed up with one call per worker; then, for each load level ``C`` in ``--callers``, C x W callers call the
-front at once (0.3 s apart), each saying one clip and listening, ``--runs`` times in its
-call (sip_latency.Caller: the turn's latency is from its last loud packet of speech to the
-agent's first loud packet). A level is within target when the 90th percentile of its turns'
-latencies is at most ``--target`` seconds and every turn was answered; a worker's capacity is
-the highest level within target. The numbers depend on what else the machine runs: the
-machine's load average before each level is printed beside them.
+number of calls) and warmed up with one call per worker; then, for each load level ``C`` in
+``--callers``, C x W callers call the front at once (0.3 s apart), each saying one clip and
+listening, ``--runs`` times in its call (sip_latency.Caller: the turn's latency is from its
+last loud packet of speech to the agent's first loud packet). A level is within target when
+the 90th percentile of its turns' latencies is at most ``--target`` seconds and every turn
+was answered; a worker's capacity is the highest level within target. The numbers depend on
+what else the machine runs: its load average before each level is printed beside them.
 """
 
 from __future__ import annotations
