@@ -61,6 +61,7 @@ class Caller:
             s.setblocking(False)
         self.call_id, self.tag = uuid.uuid4().hex, new_tag()
         self.to = "<sip:agent@127.0.0.1>"
+        self.routes: list[str] = []  # a proxy's Record-Route (Kamailio): the dialog's path
         self.remote_rtp: tuple[str, int] | None = None
         self.heard: list[tuple[float, float]] = []  # (arrival, dBFS) per agent packet
 
@@ -68,6 +69,8 @@ class Caller:
         msg = SipMessage(method=method, uri=f"sip:agent@{self.server[0]}:{self.server[1]}")
         port = self.sip.getsockname()[1]
         msg.add("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch={new_branch()};rport")
+        for route in self.routes:
+            msg.add("Route", route)
         msg.add("From", f"<sip:bench@127.0.0.1>;tag={self.tag}")
         msg.add("To", self.to)
         msg.add("Call-ID", self.call_id)
@@ -96,6 +99,7 @@ class Caller:
         if ok.status != 200:
             raise RuntimeError(f"call refused: {ok.status} {ok.reason}")
         self.to = ok.get("to") or self.to
+        self.routes = list(reversed(ok.get_all("record-route")))  # the caller's order
         media = next(line for line in ok.body.decode().splitlines() if line.startswith("m="))
         self.remote_rtp = ("127.0.0.1", int(media.split()[1]))
         await loop.sock_sendto(self.sip, self._request("ACK", 1).encode(), self.server)
@@ -113,6 +117,25 @@ class Caller:
             data = await loop.sock_recv(self.rtp, 2048)
             samples = PCMU.decode(RtpPacket.decode(data).payload)
             self.heard.append((loop.time(), frame_dbfs(samples)))
+
+    async def turns(self, turn: np.ndarray, runs: int) -> list[float]:
+        """Say ``turn`` (a clip and TAIL seconds of silence) ``runs`` times; the latency of
+        every turn answered within its silence, from the clip's last loud frame to the first
+        loud packet of the agent's voice."""
+        loud = await self.talk(np.concatenate([turn] * runs))
+        cycle = len(turn) / TELEPHONE_RATE
+        measured = []
+        for k in range(runs):
+            # the clip's speech within this repetition: its last loud frame
+            spoken = [t for t in loud if loud[0] + k * cycle - 1 <= t < loud[0] + (k + 1) * cycle
+                      - TAIL]
+            if not spoken:
+                continue
+            end = spoken[-1]
+            reply = next((t for t, db in self.heard if t > end and db > LOUD_DBFS), None)
+            if reply is not None and reply < end + TAIL:
+                measured.append(reply - end)
+        return measured
 
     async def talk(self, audio_8k: np.ndarray) -> list[float]:
         """Send the audio in real time; returns the send time of every speech frame."""
@@ -139,20 +162,9 @@ async def measure_clip(server: SipServer, clip, runs: int, server_v2v: list) -> 
     caller = Caller(server.address)
     await caller.dial()
     listener = asyncio.ensure_future(caller.listen())
-    measured, first_metric = [], len(server_v2v)
+    first_metric = len(server_v2v)
     try:
-        loud = await caller.talk(np.concatenate([turn] * runs))
-        cycle = len(turn) / TELEPHONE_RATE
-        for k in range(runs):
-            # the clip's speech within this repetition: its last loud frame
-            spoken = [t for t in loud if loud[0] + k * cycle - 1 <= t < loud[0] + (k + 1) * cycle
-                      - TAIL]
-            if not spoken:
-                continue
-            end = spoken[-1]
-            reply = next((t for t, db in caller.heard if t > end and db > LOUD_DBFS), None)
-            if reply is not None and reply < end + TAIL:
-                measured.append(reply - end)
+        measured = await caller.turns(turn, runs)
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)

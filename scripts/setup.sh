@@ -23,9 +23,10 @@ if [ "${1:-}" = "--test" ]; then
     extras="embedded,test"
     # System tools the tests drive (validating docker-compose.yml offline; Chromium for the
     # WebRTC browser tests, driven by Playwright: no browser is downloaded; sipp and baresip,
-    # real SIP peers that call the SIP bridge; a Prometheus server that scrapes `voiceagent
-    # serve`: the tests run their own on a free port, the package's service is not used).
-    apt_packages=(docker-compose chromium sip-tester baresip prometheus)
+    # real SIP peers that call the SIP bridge; Kamailio and HAProxy, the cluster's fronts; a
+    # Prometheus server that scrapes `voiceagent serve`: the tests run their own on a free
+    # port, the package's service is not used).
+    apt_packages=(docker-compose chromium sip-tester baresip kamailio haproxy prometheus)
     missing=()
     for pkg in "${apt_packages[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -409,7 +409,7 @@ async def test_bad_input_and_a_vanishing_caller_leave_the_other_call_working(
         ended = of(events, SessionStateEvent, two)[-1]
         assert ended.state == "ended" and "socket closed" in ended.reason
         health = (await http.get("/health")).json()
-        assert (health["sessions"], health["max_sessions"]) == (1, 2)
+        assert (health["status"], health["sessions"], health["max_sessions"]) == ("ok", 1, 2)
 
         # The first call still works.
         await first.say(phone_speech(speech_dir, FIRST))

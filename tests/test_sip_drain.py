@@ -71,7 +71,9 @@ async def test_sigterm_drains_the_bridge_process(tmp_path):
     try:
         ready = await asyncio.wait_for(bridge.stdout.readline(), 120)
         assert b"answering SIP calls" in ready, ready
-        assert (await send_udp(target, options_request(port))).startswith(b"SIP/2.0 200")
+        probe = await send_udp(target, options_request(port))
+        assert probe is not None and probe.startswith(b"SIP/2.0 200"), probe
+        assert b"X-Voiceagent-Load: calls=0; max=4; status=ok; cpu=" in probe, probe
 
         pcap = write_rtp_pcap(np.zeros(8000, np.float32), tmp_path / "silence.pcap")
         talk = tmp_path / "talk.wav"
@@ -96,6 +98,7 @@ async def test_sigterm_drains_the_bridge_process(tmp_path):
         assert b"draining" in draining and b"2 in progress" in draining, draining
         probe = await send_udp(target, options_request(port))
         assert probe is not None and probe.startswith(b"SIP/2.0 503"), probe
+        assert b"X-Voiceagent-Load: calls=2; max=4; status=draining;" in probe, probe
         refused = await sipp_call(target, scenario=SCENARIOS / "uac_refused.xml",
                                   local_port=free_port(), media_port=free_port(), timeout=10)
         assert refused.ok and refused.received[-1].startswith("SIP/2.0 503"), refused.errors

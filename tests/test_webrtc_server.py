@@ -87,7 +87,9 @@ async def test_bad_requests_get_json_errors_and_the_server_keeps_serving(backend
         await first.connect(http, auth)
         res = await http.post("/api/offer", json=await second.offer(), headers=auth)
         assert res.status_code == 503 and "too many" in res.json()["error"]
-        assert (await http.get("/health")).json()["sessions"] == 1
+        health = await http.get("/health")  # full: out of a load balancer's rotation
+        assert health.status_code == 503 and health.json()["status"] == "full"
+        assert health.json()["sessions"] == 1 and health.json()["cpu"]["cpus"] >= 1
 
         # Malformed data-channel messages get an error event back; the session lives on.
         for bad in ("{not json", '{"type": "dance"}', '{"type": "text", "text": 3}', "[1]"):
@@ -107,7 +109,7 @@ async def test_bad_requests_get_json_errors_and_the_server_keeps_serving(backend
         assert any(m["type"] == "session" and m["state"] == "ended" for m in third.messages)
         await third.pc.close()
         health = await http.get("/health")
-        assert {k: v for k, v in health.json().items() if k != "tasks"} == {
+        assert {k: v for k, v in health.json().items() if k not in ("tasks", "cpu")} == {
             "status": "ok", "sessions": 0, "max_sessions": 1}
         page = await http.get("/")
         assert page.status_code == 200 and "app.js" in page.text

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trusted-proxy", action="append", metavar="ADDR",
                        help="a reverse proxy's address or network (10.0.0.0/8) whose "
                             "X-Forwarded-For names the client, for the rate limit (repeatable)")
+    serve.add_argument("--drain-timeout", type=float, default=20.0, metavar="SECONDS",
+                       help="on SIGTERM, take no new sessions (/health and offers answer 503) "
+                            "and let those in progress go on this long before ending them "
+                            "(default 20)")
     serve.add_argument("--events", help="append every session's events here (JSONL)")
     add_observability_flags(serve, metrics="route")
     add_backend_flags(serve)

@@ -13,6 +13,10 @@ every session; browsers and calls count alike against ``max_sessions``.
 New sessions are rate limited per client address (``rate_limit``): an offer over the limit
 is a 429 with ``Retry-After``, a media stream is closed with 1008 and the wait in the reason.
 Behind a reverse proxy, name it in ``trusted_proxies`` so its ``X-Forwarded-For`` is believed.
+
+``/health`` reports the worker's load (sessions, capacity, CPU) and is a 503 when the worker
+takes no new session (full, or draining after SIGTERM), so a load balancer's health check
+takes it out of rotation until it has room again.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from starlette.websockets import WebSocket
 from .. import registry as backend_registry
 from ..agent import Agent
 from ..events import Event
+from ..load import CpuMeter, WorkerLoad
 from ..ratelimit import RateLimitOptions, SourceRateLimiter
 from ..telephony.media_stream import MediaStreamCall
 from ..telephony.serializers import SERIALIZERS, twiml_connect_stream
@@ -96,6 +101,13 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
     registry = SessionRegistry(config.max_sessions)
     addresses = ClientAddresses(config.trusted_proxies)
     limiter = None if config.rate_limit is None else SourceRateLimiter(config.rate_limit)
+    cpu = CpuMeter()
+
+    def refusal() -> HTTPError:
+        """Why no new session is taken now: draining, or every place is taken."""
+        if registry.draining:
+            return HTTPError(503, "the server is shutting down: no new sessions")
+        return HTTPError(503, f"too many sessions (at most {config.max_sessions})")
 
     def check_rate(connection: HTTPConnection) -> None:
         """Every attempt at a new session takes one of its client's tokens (refused and
@@ -116,7 +128,7 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
             _check_token(request, config.token)
             sdp = _parse_offer(await _read_body(request))
             if not registry.reserve():
-                raise HTTPError(503, f"too many sessions (at most {config.max_sessions})")
+                raise refusal()
         except HTTPError as exc:
             return JSONResponse({"error": str(exc)}, exc.status, headers=exc.headers)
         peer = WebRTCPeer(agent, backends, ice_servers=config.ice_servers,
@@ -150,7 +162,7 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
                                         f"{', '.join(SERIALIZERS)}")
             return
         if not registry.reserve():
-            await websocket.close(1013, f"too many sessions (at most {config.max_sessions})")
+            await websocket.close(1013, str(refusal()))
             return
         call = MediaStreamCall(websocket, serializer(), agent, backends, token=config.token,
                                subscribers=config.subscribers)
@@ -187,10 +199,11 @@ def create_app(agent: Agent, backends: dict[str, object], config: ServerConfig) 
         return JSONResponse({"iceServers": servers, "tokenRequired": config.token is not None})
 
     async def health(request: Request) -> Response:
+        load = WorkerLoad.measure(sessions=len(registry), capacity=config.max_sessions,
+                                  full=registry.full, draining=registry.draining, meter=cpu)
         # asyncio tasks: a figure that must return to its idle value between sessions
-        return JSONResponse({"status": "ok", "sessions": len(registry),
-                             "max_sessions": config.max_sessions,
-                             "tasks": len(asyncio.all_tasks())})
+        return JSONResponse({**load.as_json(), "tasks": len(asyncio.all_tasks())},
+                            200 if load.status == "ok" else 503)
 
     async def metrics(request: Request) -> Response:
         from ..telemetry.prometheus import CONTENT_TYPE

@@ -1,4 +1,5 @@
-"""The server's live sessions: at most ``max_sessions``, each served by a task it owns."""
+"""The server's live sessions: at most ``max_sessions``, each served by a task it owns.
+While it drains it takes no new ones."""
 
 from __future__ import annotations
 
@@ -24,13 +25,18 @@ class SessionRegistry:
         self.sessions: dict[str, Conversation] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._reserved = 0  # sessions being set up: they count against the limit
+        self.draining = False
 
     def __len__(self) -> int:
         return len(self.sessions)
 
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) + self._reserved >= self.max_sessions
+
     def reserve(self) -> bool:
-        """Claim a place for a session about to be created; False when full."""
-        if len(self.sessions) + self._reserved >= self.max_sessions:
+        """Claim a place for a session about to be created; False when full or draining."""
+        if self.full or self.draining:
             return False
         self._reserved += 1
         return True
@@ -53,6 +59,18 @@ class SessionRegistry:
         self._tasks.pop(sid, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("session %s failed", sid, exc_info=task.exception())
+
+    async def drain(self, timeout: float) -> None:
+        """Take no new sessions and wait until those in progress (and those being set up)
+        are over, for up to ``timeout`` seconds; :meth:`close_all` ends the rest."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._tasks or self._reserved) and (remaining := deadline - loop.time()) > 0:
+            if self._tasks:  # short waits: a session being set up joins the tasks soon
+                await asyncio.wait(list(self._tasks.values()), timeout=min(remaining, 0.2))
+            else:
+                await asyncio.sleep(min(remaining, 0.05))
 
     async def close_all(self) -> None:
         # A task cancelled before its first step never runs, so its conversation would

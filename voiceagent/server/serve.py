@@ -1,4 +1,5 @@
-"""The engine of ``voiceagent serve``: load the agent and its models once, then run uvicorn."""
+"""The engine of ``voiceagent serve``: load the agent and its models once, then run uvicorn
+until stopped (SIGTERM drains: :mod:`.draining`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..observability import observe_calls
 from ..session import resolve_backends
 from .app import ServerConfig, create_app
 from .client_address import ClientAddresses
+from .draining import DrainingServer
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -25,6 +27,8 @@ def serve(args: argparse.Namespace) -> int:
     ClientAddresses(args.trusted_proxy or [])  # a bad address fails before the models load
     if not args.input_timeout > 0:
         raise ConfigError("--input-timeout must be positive (seconds)")
+    if not args.drain_timeout >= 0:
+        raise ConfigError("--drain-timeout must be 0 or more (seconds)")
     agent = load_agent(args.agent)
     apply_backend_overrides(agent, args)
     observability = observe_calls(agent, args, metrics=args.metrics)
@@ -43,8 +47,10 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1
         # (anyone on this host); only --trusted-proxy decides whose header counts
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                    proxy_headers=False)
+        server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port,
+                                               log_level="warning", proxy_headers=False),
+                                app.state.registry, args.drain_timeout)
+        server.run()
     finally:
         if writer:
             writer.close()

@@ -10,6 +10,8 @@ response again; our own requests are retransmitted until answered (timers T1/T2)
 New INVITEs pass the admission checks first (allow-list, rate limit, digest challenge: see
 :mod:`.sip_admission`). While the bridge drains (SIGTERM) new INVITEs and OPTIONS probes get
 ``503``, as OPTIONS does when every call slot is taken, so a front proxy sends calls elsewhere.
+Every OPTIONS response carries the bridge's load (``X-Voiceagent-Load``: calls, capacity,
+CPU) for whoever watches the workers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import BaseModel, Field, IPvAnyNetwork
 
 from ..agent import Agent
 from ..events import DTMF_KEYS, Event
+from ..load import CpuMeter, WorkerLoad
 from ..ratelimit import RateLimitOptions
 from ..tasks import TaskSet
 from .rtp import RTP_INPUT_TIMEOUT, JitterBuffer, RtpEndpoint, open_rtp
@@ -102,6 +105,7 @@ class SipServer(asyncio.DatagramProtocol):
         self.admission = Admission(allow_from=options.allow_from,
                                    rate_limit=options.rate_limit, auth=options.inbound_auth)
         self.draining = False
+        self._cpu = CpuMeter()
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -140,6 +144,10 @@ class SipServer(asyncio.DatagramProtocol):
     @property
     def full(self) -> bool:
         return len(self.calls) + len(self._starting) >= self.options.max_calls
+
+    def load(self) -> WorkerLoad:
+        return WorkerLoad.measure(sessions=len(self.calls), capacity=self.options.max_calls,
+                                  full=self.full, draining=self.draining, meter=self._cpu)
 
     async def close(self) -> None:
         """Hang up every call (BYE), unregister, and leave no task or socket behind."""
@@ -347,12 +355,14 @@ class SipServer(asyncio.DatagramProtocol):
     def _on_options(self, msg: SipMessage, source: tuple[str, int]) -> None:
         """A probe (a proxy's dispatcher, a trunk's keep-alive): 503 when no call would
         be taken now, so the prober sends calls elsewhere."""
+        load = ("X-Voiceagent-Load", self.load().as_header())
         if self.draining or self.full:
             self._reply(msg, source, 503, "Service Unavailable ("
-                        + ("shutting down)" if self.draining else "every call slot is taken)"))
+                        + ("shutting down)" if self.draining else "every call slot is taken)"),
+                        headers=[load])
             return
         self._reply(msg, source, 200, headers=[
-            ("Allow", ALLOW), ("Accept", "application/sdp, application/dtmf-relay")])
+            ("Allow", ALLOW), ("Accept", "application/sdp, application/dtmf-relay"), load])
 
     def _on_info(self, msg: SipMessage, source: tuple[str, int]) -> None:
         """DTMF sent as SIP INFO (application/dtmf-relay, ``Signal=5``), which some phones
