@@ -1,0 +1,228 @@
+"""LiveKit Agents interop, both ways, offline (docs/livekit.md).
+
+voiceagent's models as LiveKit plugins run a real LiveKit ``AgentSession`` on real speech,
+through custom audio input and output instead of a room (as LiveKit's own tests drive it);
+LiveKit's plugins (its OpenAI LLM against llama.cpp's server, its Silero VAD) serve as
+voiceagent backends in a voiceagent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("livekit.agents", reason="LiveKit interop needs voiceagent[livekit]")
+
+from livekit.agents import Agent as LiveKitAgent  # noqa: E402
+from livekit.agents import AgentSession, APIConnectionError, stt  # noqa: E402
+from livekit.agents import llm as lk_llm  # noqa: E402
+from livekit.plugins import openai as lk_openai  # noqa: E402
+
+from llm_server import llama_server  # noqa: E402
+from voiceagent import Agent, AgentOptions, function_tool, registry  # noqa: E402
+from voiceagent.audio import PIPELINE_RATE, load_audio, rms_dbfs  # noqa: E402
+from voiceagent.backends import ChatMessage  # noqa: E402
+from voiceagent.errors import BackendError, ConfigError  # noqa: E402
+from voiceagent.events import AgentTextEvent, ErrorEvent, ToolCallEvent  # noqa: E402
+from voiceagent.runner import converse_with_file  # noqa: E402
+from voiceagent.session import resolve_backends  # noqa: E402
+from voiceagent_eval.wer import word_error_rate  # noqa: E402
+from voiceagent_plugins import livekit as va  # noqa: E402
+from voiceagent_plugins.livekit.backends import LiveKitLLM, LiveKitSTT, LiveKitTTS  # noqa: E402
+from voiceagent_plugins.livekit.frames import to_frame  # noqa: E402
+from voiceagent_plugins.livekit.offline import converse  # noqa: E402
+
+SHORT = "You are a friendly voice assistant. Answer in one short sentence."
+
+
+def clip(speech_dir, name: str) -> tuple[np.ndarray, str]:
+    manifest = [json.loads(line) for line in (speech_dir / "manifest.jsonl").open()]
+    text = next(e["text"] for e in manifest if e["file"] == name)
+    return load_audio(speech_dir / name), text
+
+
+def livekit_session() -> AgentSession:
+    return AgentSession(vad=va.VAD(), stt=va.STT(), llm=va.LLM(), tts=va.TTS(),
+                        turn_handling={"turn_detection": va.TurnDetector(),
+                                       "endpointing": {"min_delay": 0.2, "max_delay": 2.0}},
+                        aec_warmup_duration=None)
+
+
+def other_tasks() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def transcribe(samples: np.ndarray) -> str:
+    stream = registry.get("stt", "whisper").stream()
+    for i in range(0, len(samples), 320):
+        await stream.push(samples[i:i + 320])
+    return (await stream.finish()).text
+
+
+# -- voiceagent as LiveKit plugins -----------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_livekit_session_with_our_plugins_answers_real_speech(speech_dir):
+    samples, said = clip(speech_dir, "harvard_sb_spk1_snt1.wav")
+    result = await converse(livekit_session(), LiveKitAgent(instructions=SHORT), samples)
+    assert len(result.user) == 1 and word_error_rate(said, result.user[0]) < 0.35, result.user
+    assert result.interim > 0  # partial transcripts reached LiveKit while the user spoke
+    assert len(result.agent) == 1 and result.agent[0][0].strip()
+    assert not result.agent[0][1]  # heard to the end
+    reply = result.audio[len(samples):]
+    assert rms_dbfs(reply) > -50 and (await transcribe(reply)).strip()  # spoken words
+    assert 0 < result.reply_starts[0] - len(samples) / PIPELINE_RATE < 10
+    assert other_tasks() == []
+
+
+@pytest.mark.slow
+async def test_the_user_interrupts_the_livekit_agent(speech_dir):
+    first, _ = clip(speech_dir, "azure_whats_the_weather_like.wav")
+    second, said = clip(speech_dir, "harvard_sb_spk1_snt5.wav")
+    session = livekit_session()
+    agent = LiveKitAgent(instructions="You are a storyteller. Answer with a long story of "
+                         "at least five sentences.")
+    result = await converse(session, agent, first, replies=2, interrupt_with=second,
+                            interrupt_after=0.5)
+    assert len(result.agent) >= 2, result.agent
+    cut, answer = result.agent[0], result.agent[1]
+    assert cut[1], "the first reply was not interrupted"
+    assert word_error_rate(said, result.user[-1]) < 0.35
+    assert answer[0].strip() and not answer[1]
+    # the first reply went quiet soon after the user started talking over it
+    start = int((result.reply_starts[0] + 0.5) * PIPELINE_RATE)
+    quiet_from = start + int(len(second) / PIPELINE_RATE * PIPELINE_RATE)
+    assert result.reply_starts[1] * PIPELINE_RATE > quiet_from - PIPELINE_RATE
+    assert rms_dbfs(result.audio[quiet_from:int(result.reply_starts[1] * PIPELINE_RATE)]) < -50
+    assert other_tasks() == []
+
+
+@pytest.mark.slow
+async def test_our_stt_streams_interim_and_final_transcripts_to_livekit(speech_dir):
+    samples, said = clip(speech_dir, "jfk_ask_not.wav")
+    audio = np.concatenate([np.zeros(8000, np.float32), samples,
+                            np.zeros(PIPELINE_RATE, np.float32)])
+    stream = va.STT().stream()
+    events: list[stt.SpeechEvent] = []
+
+    async def collect():
+        async for event in stream:
+            events.append(event)
+
+    reader = asyncio.create_task(collect())
+    for i in range(0, len(audio), 480):  # 30 ms frames at 48 kHz: LiveKit resamples them
+        piece = audio[i:i + 480]
+        stream.push_frame(to_frame(np.repeat(piece, 3), 48_000))
+        await asyncio.sleep(0)
+    stream.end_input()
+    await asyncio.wait_for(reader, 60)
+    await stream.aclose()
+    kinds = [e.type for e in events]
+    assert kinds[0] == stt.SpeechEventType.START_OF_SPEECH
+    assert kinds[-1] == stt.SpeechEventType.END_OF_SPEECH
+    assert stt.SpeechEventType.INTERIM_TRANSCRIPT in kinds
+    finals = [e.alternatives[0].text for e in events
+              if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    assert word_error_rate(said, " ".join(finals)) < 0.35, finals  # JFK pauses: several
+    first = next(e for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert 0.2 < first.alternatives[0].start_time < 1.0  # timed on the stream
+
+
+async def test_a_failing_backend_is_a_livekit_api_error():
+    class Broken:
+        async def chat(self, messages, tools=()):
+            raise BackendError("the model file is corrupt")
+            yield  # an async generator
+
+    model = va.LLM(backend=Broken())
+    errors = []
+    model.on("error", errors.append)
+    chat_ctx = lk_llm.ChatContext.empty()
+    chat_ctx.add_message(role="user", content="hello")
+    with pytest.raises(APIConnectionError, match="the model file is corrupt"):
+        await model.chat(chat_ctx=chat_ctx).collect()
+    assert len(errors) == 1 and not errors[0].recoverable
+
+
+# -- LiveKit plugins as voiceagent backends ----------------------------------------------------
+
+
+@function_tool
+def what_time_is_it() -> str:
+    """Tell the current time."""
+    calls.append("what_time_is_it")
+    return "It is half past ten in the morning."
+
+
+calls: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with llama_server() as url:
+        yield url
+
+
+@pytest.mark.slow
+async def test_our_session_with_livekits_openai_llm_and_silero_vad_calls_a_tool(
+        speech_dir, server_url):
+    """By registry name: LiveKit's OpenAI plugin against llama.cpp's server as the LLM,
+    LiveKit's Silero as the VAD. SmolLM2 calls tools only when made to (tool_choice)."""
+    calls.clear()
+    llm = registry.get("llm", "livekit:openai.LLM", base_url=server_url, api_key="local",
+                       model="smollm2", tool_choice="what_time_is_it", timeout=60)
+    backends = {**resolve_backends(Agent("")), "llm": llm,
+                "vad": registry.get("vad", "livekit:silero.VAD")}
+    agent = Agent("You are a helpful assistant. Use the tool, then answer in one sentence.",
+                  tools=[what_time_is_it], options=AgentOptions(max_tool_rounds=1,
+                                                                llm_timeout=60))
+    try:
+        result = await converse_with_file(
+            agent, load_audio(speech_dir / "azure_whats_the_weather_like.wav"), speed=2,
+            backends=backends)
+    finally:
+        await registry.aclose([llm])
+        await llm.llm.aclose()
+    assert result.fatal_error is None and not result.of_type(ErrorEvent)
+    tools = result.of_type(ToolCallEvent)
+    assert [t.name for t in tools] == ["what_time_is_it"] and not tools[0].error
+    assert calls == ["what_time_is_it"]  # our function really ran
+    assert [m.role for m in result.history][:3] == ["user", "assistant", "tool"]
+    reply = [e for e in result.of_type(AgentTextEvent) if e.final and not e.interrupted]
+    assert reply and reply[0].text.strip()
+    assert rms_dbfs(result.audio) > -50
+
+
+@pytest.mark.slow
+async def test_livekit_stt_and_tts_objects_as_our_backends(speech_dir):
+    """Any LiveKit STT or TTS object wraps; here voiceagent's own as LiveKit plugins, so the
+    round trip runs on real models offline."""
+    tts = LiveKitTTS(va.TTS())
+    sentence = "It is sunny and warm in the city today."
+    pieces = [p async for p in tts.synthesize(sentence)]
+    assert pieces and tts.sample_rate == 22_050
+    voice = np.concatenate(pieces)
+    from voiceagent.audio import resample
+
+    heard_stream = LiveKitSTT(va.STT()).stream()
+    await heard_stream.push(resample(voice, tts.sample_rate, PIPELINE_RATE))
+    heard = await heard_stream.finish()
+    assert word_error_rate(sentence, heard.text) < 0.35, heard.text
+
+
+async def test_livekit_backend_errors_are_clear():
+    with pytest.raises(ConfigError, match="expected <plugin>.<Class>"):
+        registry.get("llm", "livekit:openai")
+    with pytest.raises(ConfigError, match="only silero.VAD"):
+        registry.get("vad", "livekit:webrtc.VAD")
+    with pytest.raises(ConfigError, match="has no Nope"):
+        registry.get("tts", "livekit:openai.Nope")
+    llm = LiveKitLLM(lk_openai.LLM(base_url="http://127.0.0.1:9/v1", api_key="x"), timeout=5)
+    with pytest.raises(BackendError, match="LiveKit LLM"):
+        async for _ in llm.chat([ChatMessage("user", "hi")]):
+            pass
+    await llm.llm.aclose()
