@@ -4,11 +4,12 @@
 LiveKit sends an STT stream all of the room's audio, silence included. Whisper invents words
 in silence, so the stream hears speech the way a voiceagent session does: voiceagent's VAD
 marks it, and only speech (with ``pre_roll`` before it) reaches the recogniser. While the
-user speaks, partial transcripts go out as ``INTERIM_TRANSCRIPT``; at a pause the turn is
-decoded at once (``pause()``), and when the pause reaches ``final_silence`` that decode
-becomes the ``FINAL_TRANSCRIPT`` (with ``START_OF_SPEECH``/``END_OF_SPEECH`` around it).
-Speech that resumes sooner continues the same transcript. A ``flush()`` from LiveKit
-finalises at once.
+user speaks, partial transcripts go out as ``INTERIM_TRANSCRIPT``; at a pause the speech is
+decoded at once (``pause()``), and when the pause reaches ``final_silence`` that decode's new
+words become the ``FINAL_TRANSCRIPT`` (with ``START_OF_SPEECH``/``END_OF_SPEECH`` around
+it). Speech that resumes sooner continues the same transcript; speech after a pause shorter
+than ``context_silence`` is decoded together with what came before. A ``flush()`` from
+LiveKit finalises at once.
 
 Each recogniser call is bounded by the stream's ``conn_options.timeout``; a failure is a
 retryable ``APIError``, so LiveKit reports it and restarts the stream with fresh state.
@@ -29,6 +30,7 @@ from voiceagent import registry
 from voiceagent.agent import EndpointingOptions
 from voiceagent.audio import resample
 from voiceagent.backends import STTStream, Transcript
+from voiceagent.text import prefix_end
 
 from .errors import as_api_errors
 from .frames import to_float
@@ -37,16 +39,20 @@ from .speech import SAMPLE_RATE, SpeechTracker
 
 class STT(stt.STT):
     """``backend``: a voiceagent STT by registry name (``whisper``, ``transducer``) or an
-    object, with its ``options``; ``vad``: the VAD that marks speech for it."""
+    object, with its ``options``; ``vad``: the VAD that marks speech for it. A transcript
+    is final after ``final_silence`` of silence; speech after less than ``context_silence``
+    is recognised in the context of what came before (see :class:`_Turn`)."""
 
     def __init__(self, *, backend: Any = "whisper", vad: Any = "silero",
-                 final_silence: float = 0.2, language: str = "en",
+                 final_silence: float = 0.2, context_silence: float = 2.0,
+                 language: str = "en",
                  endpointing: EndpointingOptions | None = None, **options: Any) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=True))
         self._backend = registry.resolve("stt", backend, **options)
         self._vad = registry.resolve("vad", vad)
         self._endpointing = endpointing or EndpointingOptions()
         self._final_silence = final_silence
+        self._context_silence = max(context_silence, final_silence)
         self._language = language
         self._name = backend if isinstance(backend, str) else type(backend).__name__
 
@@ -101,7 +107,12 @@ class SpeechStream(stt.RecognizeStream):
 
 
 class _Turn:
-    """One attempt's speech gate and recogniser stream."""
+    """One attempt's speech gate and recogniser stream.
+
+    A LiveKit transcript ends at each pause of ``final_silence``, but the recogniser's turn
+    goes on until ``context_silence``: speech after a short pause is decoded together with
+    what came before (Whisper hears "ask not" far better within its sentence than alone),
+    and each final transcript is the words after those already sent."""
 
     def __init__(self, owner: STT, stream: STTStream, send: Callable[[stt.SpeechEvent], None],
                  timeout: float, offset: float) -> None:
@@ -116,14 +127,15 @@ class _Turn:
         self._keep = opts.pre_roll + opts.min_speech
         self._waiting: list[np.ndarray] = []  # audio not pushed, from before speech resumed
         self._waiting_samples = 0
-        self._open = False  # speech pushed and not finalised yet
+        self._pushed = False  # the recogniser's turn holds speech
+        self._sent: list[str] = []  # its words already sent as final transcripts
+        self._segment = False  # a LiveKit transcript is open (START_OF_SPEECH sent)
         self._start = 0.0  # when the open transcript's speech began
-        self._paused_at: float | None = None  # the open transcript's current pause
+        self._paused_at: float | None = None  # the current pause, if any
         self._partial = ""
 
     async def hear(self, samples: np.ndarray) -> None:
-        speaking = self._tracker.speaking
-        if speaking:
+        if self._tracker.speaking:
             await self._push(samples)
         else:
             self._hold(samples)
@@ -135,8 +147,16 @@ class _Turn:
             else:
                 self._paused_at = window.changed_at
                 await self._publish(await self._call(self.stream.pause))
-        if (self._open and self._paused_at is not None
-                and self._tracker.heard - self._paused_at >= self._owner._final_silence):
+        if self._paused_at is None:
+            return
+        silence = self._tracker.heard - self._paused_at
+        if self._segment and silence >= self._owner._final_silence:
+            result = await self._call(self.stream.pause)
+            if result is None:  # a recogniser that cannot decode early: end its turn
+                await self.finalise()
+            else:
+                await self._final(result)
+        if self._pushed and silence >= self._owner._context_silence:
             await self.finalise()
 
     def _hold(self, samples: np.ndarray) -> None:
@@ -146,8 +166,8 @@ class _Turn:
             self._waiting_samples -= len(self._waiting.pop(0))
 
     async def _speech_started(self, at: float) -> None:
-        if not self._open:
-            self._open, self._start, self._partial = True, at, ""
+        if not self._segment:
+            self._segment, self._start, self._partial = True, at, ""
             self._send(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
         self._paused_at = None
         held = np.concatenate(self._waiting) if self._waiting else np.zeros(0, np.float32)
@@ -157,28 +177,41 @@ class _Turn:
             await self._push(held[-wanted:])
 
     async def _push(self, samples: np.ndarray) -> None:
+        self._pushed = True
         await self._publish(await self._call(lambda: self.stream.push(samples)))
 
+    def _new_words(self, result: Transcript | None) -> list[str]:
+        words = result.text.split() if result is not None else []
+        return words[prefix_end(self._sent, words):]
+
     async def _publish(self, result: Transcript | None) -> None:
-        text = result.text.strip() if result is not None else ""
+        text = " ".join(self._new_words(result))
         if text and text != self._partial:
             self._partial = text
             self._send(self._event(stt.SpeechEventType.INTERIM_TRANSCRIPT, text))
 
-    async def finalise(self) -> None:
-        """The open transcript as final (also when LiveKit flushes)."""
-        if not self._open:
-            return
-        result = await self._call(self.stream.finish)
-        text = result.text.strip() if result is not None else ""
-        still_speaking = self._tracker.speaking
-        if text:
-            self._send(self._event(stt.SpeechEventType.FINAL_TRANSCRIPT, text))
-        if still_speaking:  # flushed mid-speech: what follows is a new transcript
+    async def _final(self, result: Transcript | None) -> None:
+        """Close the open LiveKit transcript with ``result``'s new words."""
+        new = self._new_words(result)
+        if new:
+            self._send(self._event(stt.SpeechEventType.FINAL_TRANSCRIPT, " ".join(new)))
+            self._sent += new
+        if self._tracker.speaking:  # flushed mid-speech: what follows is a new transcript
             self._start, self._partial = self._tracker.heard, ""
         else:
-            self._open, self._paused_at = False, None
+            self._segment = False
             self._send(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+
+    async def finalise(self) -> None:
+        """End the recogniser's turn (a long silence, LiveKit's flush, the end of input),
+        closing the open transcript with its final words."""
+        if not self._pushed:
+            return
+        result = await self._call(self.stream.finish)
+        self._pushed = False
+        if self._segment:
+            await self._final(result)
+        self._sent = []
 
     def _event(self, kind: stt.SpeechEventType, text: str) -> stt.SpeechEvent:
         end = self._paused_at if self._paused_at is not None else self._tracker.heard
@@ -189,7 +222,6 @@ class _Turn:
         async with as_api_errors(f"the {self._owner._name} STT", self._timeout,
                                  retryable=True):
             return await step()
-
 
 def _event(kind: stt.SpeechEventType, text: str, language: str, start: float,
            end: float) -> stt.SpeechEvent:
