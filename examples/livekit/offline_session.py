@@ -31,10 +31,9 @@ async def main() -> int:
     samples = load_audio(args.input)
     result = await converse(build_session(), Assistant(args.instructions), samples,
                             replies=args.replies, timeout=args.timeout)
-    for text in result.user:
-        print(f"user:  {text}")
-    for text, interrupted in result.agent:
-        print(f"agent: {text}{' [interrupted]' if interrupted else ''}")
+    for role, text, interrupted in result.items:
+        who = "user: " if role == "user" else "agent:"
+        print(f"{who} {text}{' [interrupted]' if interrupted else ''}")
     if args.output:
         write_wav(args.output, result.audio, PIPELINE_RATE)
     return 0 if result.agent else 1

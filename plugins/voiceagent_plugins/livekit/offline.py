@@ -155,10 +155,19 @@ class Conversation:
     """What one offline conversation produced."""
 
     audio: np.ndarray  # what the user heard (16 kHz, on the input's timeline)
-    user: list[str] = field(default_factory=list)  # the user's turns, as committed
-    agent: list[tuple[str, bool]] = field(default_factory=list)  # (reply, interrupted)
+    #: (role, text, interrupted) of each user turn and agent reply, in order
+    items: list[tuple[str, str, bool]] = field(default_factory=list)
     reply_starts: list[float] = field(default_factory=list)  # seconds on the timeline
     interim: int = 0  # interim transcripts seen
+
+    @property
+    def user(self) -> list[str]:
+        return [text for role, text, _ in self.items if role == "user"]
+
+    @property
+    def agent(self) -> list[tuple[str, bool]]:
+        """Each reply and whether it was interrupted."""
+        return [(text, cut) for role, text, cut in self.items if role == "assistant"]
 
 
 async def converse(session: AgentSession, agent: Agent, samples: np.ndarray, *,
@@ -177,12 +186,8 @@ async def converse(session: AgentSession, agent: Agent, samples: np.ndarray, *,
 
     def on_item(ev: ConversationItemAddedEvent) -> None:
         item = ev.item
-        if not isinstance(item, ChatMessage):
-            return
-        if item.role == "user":
-            result.user.append(item.text_content or "")
-        elif item.role == "assistant":
-            result.agent.append((item.text_content or "", item.interrupted))
+        if isinstance(item, ChatMessage) and item.role in ("user", "assistant"):
+            result.items.append((item.role, item.text_content or "", item.interrupted))
 
     def on_transcript(ev: UserInputTranscribedEvent) -> None:
         result.interim += not ev.is_final
