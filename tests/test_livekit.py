@@ -44,8 +44,8 @@ def clip(speech_dir, name: str) -> tuple[np.ndarray, str]:
     return load_audio(speech_dir / name), text
 
 
-def livekit_session() -> AgentSession:
-    return AgentSession(vad=va.VAD(), stt=va.STT(), llm=va.LLM(), tts=va.TTS(),
+def livekit_session(**llm_options) -> AgentSession:
+    return AgentSession(vad=va.VAD(), stt=va.STT(), llm=va.LLM(**llm_options), tts=va.TTS(),
                         turn_handling={"turn_detection": va.TurnDetector(),
                                        "endpointing": {"min_delay": 0.2, "max_delay": 2.0}},
                         aec_warmup_duration=None)
@@ -83,7 +83,7 @@ async def test_a_livekit_session_with_our_plugins_answers_real_speech(speech_dir
 async def test_the_user_interrupts_the_livekit_agent(speech_dir):
     first, _ = clip(speech_dir, "azure_whats_the_weather_like.wav")
     second, said = clip(speech_dir, "harvard_sb_spk1_snt5.wav")
-    session = livekit_session()
+    session = livekit_session(max_tokens=60)  # long enough to talk over, short to wait for
     agent = LiveKitAgent(instructions="You are a storyteller. Answer with a long story of "
                          "at least five sentences.")
     result = await converse(session, agent, first, replies=2, interrupt_with=second,

@@ -23,7 +23,9 @@ from .errors import as_api_errors
 
 class LLM(llm.LLM):
     """``backend``: a voiceagent LLM by registry name (``llamacpp``, ``openai``) or an
-    object, with its ``options``."""
+    object, with its ``options``. Of LiveKit's ``tool_choice`` only ``"none"`` (offer no
+    tools) passes through: voiceagent's LLM interface has no other (the ``openai`` backend
+    takes its own ``tool_choice`` option)."""
 
     def __init__(self, *, backend: Any = "llamacpp", **options: Any) -> None:
         super().__init__()
