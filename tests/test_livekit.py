@@ -17,14 +17,14 @@ import pytest
 pytest.importorskip("livekit.agents", reason="LiveKit interop needs voiceagent[livekit]")
 
 from livekit.agents import Agent as LiveKitAgent  # noqa: E402
-from livekit.agents import AgentSession, APIConnectionError, stt  # noqa: E402
+from livekit.agents import AgentSession, APIConnectionError, APIConnectOptions, stt  # noqa: E402
 from livekit.agents import llm as lk_llm  # noqa: E402
 from livekit.plugins import openai as lk_openai  # noqa: E402
 
 from llm_server import llama_server  # noqa: E402
 from voiceagent import Agent, AgentOptions, function_tool, registry  # noqa: E402
 from voiceagent.audio import PIPELINE_RATE, load_audio, rms_dbfs  # noqa: E402
-from voiceagent.backends import ChatMessage  # noqa: E402
+from voiceagent.backends import ChatMessage, Transcript  # noqa: E402
 from voiceagent.errors import BackendError, ConfigError  # noqa: E402
 from voiceagent.events import AgentTextEvent, ErrorEvent, ToolCallEvent  # noqa: E402
 from voiceagent.runner import converse_with_file  # noqa: E402
@@ -146,6 +146,88 @@ async def test_a_failing_backend_is_a_livekit_api_error():
     with pytest.raises(APIConnectionError, match="the model file is corrupt"):
         await model.chat(chat_ctx=chat_ctx).collect()
     assert len(errors) == 1 and not errors[0].recoverable
+
+
+async def test_a_failing_synthesis_is_a_livekit_api_error():
+    class Broken:
+        sample_rate = 16_000
+
+        async def synthesize(self, text):
+            raise BackendError("the voice file is missing")
+            yield  # an async generator
+
+    with pytest.raises(APIConnectionError, match="the voice file is missing"):
+        await va.TTS(backend=Broken()).synthesize("Hello there.").collect()
+
+
+async def test_a_failing_recogniser_is_reported_and_the_stream_starts_afresh(speech_dir):
+    """LiveKit retries a retryable STT error with a fresh stream: the next turn is heard."""
+    class Flaky:
+        sample_rate = 16_000
+        streams = 0
+
+        def stream(self):
+            Flaky.streams += 1
+            return FlakyStream(fail=Flaky.streams == 1)
+
+    class FlakyStream:
+        def __init__(self, fail):
+            self.fail = fail
+
+        async def push(self, samples):
+            if self.fail:
+                raise RuntimeError("decoder crashed")
+
+        async def pause(self):
+            return Transcript("hello there")
+
+        async def finish(self):
+            return Transcript("hello there")
+
+        async def aclose(self):
+            pass
+
+    model = va.STT(backend=Flaky())
+    errors = []
+    model.on("error", errors.append)
+    stream = model.stream(conn_options=APIConnectOptions(max_retry=2, retry_interval=0.0))
+    samples, _ = clip(speech_dir, "azure_whats_the_weather_like.wav")
+    quiet = np.zeros(3 * PIPELINE_RATE, np.float32)  # longer than context_silence
+    audio = np.concatenate([samples, quiet, samples, quiet])
+    events = []
+
+    async def collect():
+        async for event in stream:
+            events.append(event)
+
+    reader = asyncio.create_task(collect())
+    for i in range(0, len(audio), 320):
+        stream.push_frame(to_frame(audio[i:i + 320], PIPELINE_RATE))
+        await asyncio.sleep(0)
+    stream.end_input()
+    await asyncio.wait_for(reader, 30)
+    await stream.aclose()
+    assert len(errors) == 1 and errors[0].recoverable and "decoder crashed" in str(errors[0].error)
+    finals = [e.alternatives[0].text for e in events
+              if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    # the rest of the first utterance and the second, on the fresh stream
+    assert finals == ["hello there", "hello there"] and Flaky.streams == 2
+
+
+@pytest.mark.slow
+async def test_closing_a_livekit_llm_stream_stops_llama_cpp():
+    model = va.LLM()
+    chat_ctx = lk_llm.ChatContext.empty()
+    chat_ctx.add_message(role="user", content="Tell me a long story about the sea.")
+    stream = model.chat(chat_ctx=chat_ctx)
+    async for chunk in stream:
+        assert chunk.delta and chunk.delta.content
+        break
+    await stream.aclose()  # an interruption
+    # the model is free again at once: the next reply is not stuck behind the first
+    answer = await asyncio.wait_for(model.chat(chat_ctx=chat_ctx).collect(), 30)
+    assert answer.text.strip()
+    assert other_tasks() == []
 
 
 # -- LiveKit plugins as voiceagent backends ----------------------------------------------------
