@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 pytest.importorskip("livekit.agents", reason="LiveKit interop needs voiceagent[livekit]")
 
@@ -35,6 +39,7 @@ from voiceagent_plugins.livekit.backends import LiveKitLLM, LiveKitSTT, LiveKitT
 from voiceagent_plugins.livekit.frames import to_frame  # noqa: E402
 from voiceagent_plugins.livekit.offline import converse  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 SHORT = "You are a friendly voice assistant. Answer in one short sentence."
 
 
@@ -130,6 +135,21 @@ async def test_our_stt_streams_interim_and_final_transcripts_to_livekit(speech_d
     assert word_error_rate(said, " ".join(finals)) < 0.35, finals  # JFK pauses: several
     first = next(e for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT)
     assert 0.2 < first.alternatives[0].start_time < 1.0  # timed on the stream
+
+
+@pytest.mark.slow
+def test_the_offline_example_prints_the_conversation_and_writes_what_was_heard(
+        speech_dir, tmp_path):
+    out = tmp_path / "heard.wav"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "livekit" / "offline_session.py"),
+         "--input", str(speech_dir / "harvard_sb_spk1_snt3.wav"), "--output", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["user:", "agent:"], proc.stdout
+    heard, rate = sf.read(out, dtype="float32")
+    assert rate == PIPELINE_RATE and rms_dbfs(heard) > -50
 
 
 async def test_a_failing_backend_is_a_livekit_api_error():
