@@ -21,7 +21,7 @@ import soundfile as sf
 pytest.importorskip("livekit.agents", reason="LiveKit interop needs voiceagent[livekit]")
 
 from livekit.agents import Agent as LiveKitAgent  # noqa: E402
-from livekit.agents import AgentSession, APIConnectionError, APIConnectOptions, stt  # noqa: E402
+from livekit.agents import AgentSession, APIConnectionError, APIConnectOptions, stt, vad  # noqa: E402
 from livekit.agents import llm as lk_llm  # noqa: E402
 from livekit.plugins import openai as lk_openai  # noqa: E402
 
@@ -150,6 +150,31 @@ def test_the_offline_example_prints_the_conversation_and_writes_what_was_heard(
     assert [line.split()[0] for line in lines] == ["user:", "agent:"], proc.stdout
     heard, rate = sf.read(out, dtype="float32")
     assert rate == PIPELINE_RATE and rms_dbfs(heard) > -50
+
+
+async def test_our_vad_dates_livekits_speech_events(speech_dir):
+    samples, _ = clip(speech_dir, "azure_whats_the_weather_like.wav")
+    lead = 0.5
+    audio = np.concatenate([np.zeros(int(lead * PIPELINE_RATE), np.float32), samples,
+                            np.zeros(PIPELINE_RATE, np.float32)])
+    stream = va.VAD().stream()
+    for i in range(0, len(audio), 160):  # 10 ms frames at 48 kHz
+        stream.push_frame(to_frame(np.repeat(audio[i:i + 160], 3), 48_000))
+    stream.end_input()
+    events = [e async for e in stream]
+    await stream.aclose()
+    starts = [e for e in events if e.type == vad.VADEventType.START_OF_SPEECH]
+    ends = [e for e in events if e.type == vad.VADEventType.END_OF_SPEECH]
+    assert len(starts) == len(ends) == 1
+    began = starts[0].samples_index / PIPELINE_RATE - starts[0].speech_duration
+    ended = ends[0].samples_index / PIPELINE_RATE - ends[0].silence_duration
+    assert lead < began < lead + 0.4  # when speech really began, not when it was certain
+    assert ended - began == pytest.approx(ends[0].speech_duration)
+    assert began + 0.8 < ended < lead + len(samples) / PIPELINE_RATE  # "What's the weather like"
+    speech = sum(f.duration for f in ends[0].frames)
+    assert ends[0].speech_duration < speech < ends[0].speech_duration + 0.6  # + pre-roll
+    assert any(e.type == vad.VADEventType.INFERENCE_DONE and e.probability > 0.9
+               for e in events)
 
 
 async def test_a_failing_backend_is_a_livekit_api_error():

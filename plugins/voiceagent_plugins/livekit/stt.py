@@ -41,7 +41,7 @@ class STT(stt.STT):
     """``backend``: a voiceagent STT by registry name (``whisper``, ``transducer``) or an
     object, with its ``options``; ``vad``: the VAD that marks speech for it. A transcript
     is final after ``final_silence`` of silence; speech after less than ``context_silence``
-    is recognised in the context of what came before (see :class:`_Turn`)."""
+    is recognised in the context of what came before (see :class:`_Listener`)."""
 
     def __init__(self, *, backend: Any = "whisper", vad: Any = "silero",
                  final_silence: float = 0.2, context_silence: float = 2.0,
@@ -93,20 +93,20 @@ class SpeechStream(stt.RecognizeStream):
 
     async def _run(self) -> None:
         # All state is this attempt's: a retry after an error starts clean.
-        turn = _Turn(self._owner, self._owner._backend.stream(), self._event_ch.send_nowait,
+        listener = _Listener(self._owner, self._owner._backend.stream(), self._event_ch.send_nowait,
                      self._conn_options.timeout, self.start_time_offset)
         try:
             async for item in self._input_ch:
                 if isinstance(item, self._FlushSentinel):
-                    await turn.finalise()
+                    await listener.finalise()
                 else:
-                    await turn.hear(to_float(item))
-            await turn.finalise()
+                    await listener.hear(to_float(item))
+            await listener.finalise()
         finally:
-            await turn.stream.aclose()
+            await listener.stream.aclose()
 
 
-class _Turn:
+class _Listener:
     """One attempt's speech gate and recogniser stream.
 
     A LiveKit transcript ends at each pause of ``final_silence``, but the recogniser's turn
