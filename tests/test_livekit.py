@@ -80,12 +80,12 @@ async def transcribe(samples: np.ndarray) -> str:
 
 @pytest.mark.slow
 async def test_a_livekit_session_with_our_plugins_answers_real_speech(speech_dir):
-    samples, said = clip(speech_dir, "harvard_sb_spk1_snt1.wav")
+    samples, said = clip(speech_dir, "harvard_sb_spk1_snt3.wav")
     result = await converse(livekit_session(), LiveKitAgent(instructions=SHORT), samples)
-    assert len(result.user) == 1 and word_error_rate(said, result.user[0]) < 0.35, result.user
+    assert word_error_rate(said, " ".join(result.user)) < 0.35, result.user
     assert result.interim > 0  # partial transcripts reached LiveKit while the user spoke
-    assert len(result.agent) == 1 and result.agent[0][0].strip()
-    assert not result.agent[0][1]  # heard to the end
+    assert result.agent and result.agent[-1][0].strip()
+    assert not result.agent[-1][1]  # heard to the end
     reply = result.audio[len(samples):]
     assert rms_dbfs(reply) > -50 and (await transcribe(reply)).strip()  # spoken words
     assert 0 < result.reply_starts[0] - len(samples) / PIPELINE_RATE < 10
