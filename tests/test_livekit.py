@@ -165,6 +165,35 @@ def test_the_offline_example_prints_the_conversation_and_writes_what_was_heard(
     assert rate == PIPELINE_RATE and rms_dbfs(heard) > -50
 
 
+async def livekit_finals(model: stt.STT, audio: np.ndarray) -> list[str]:
+    """The final transcripts of a LiveKit STT stream fed ``audio`` (16 kHz) in 20 ms frames."""
+    stream = model.stream()
+    for i in range(0, len(audio), 320):
+        stream.push_frame(to_frame(audio[i:i + 320], PIPELINE_RATE))
+    stream.end_input()
+    events = [e async for e in stream]
+    await stream.aclose()
+    return [e.alternatives[0].text for e in events
+            if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+
+
+@pytest.mark.slow
+async def test_the_transducer_as_a_livekit_stt():
+    """The shipped phone-command transducer (docs/transducer.md) behind the same LiveKit STT,
+    on held-out synthetic phrases of its domain (its backend test measured WER 0.079)."""
+    pytest.importorskip("piper")
+    from voiceagent_eval.wer import pooled_wer
+    from voiceagent_plugins.transducer.synth import synthesize
+
+    model = va.STT(backend="transducer")
+    pairs = []
+    for utterance in synthesize(8, seed=424242):
+        quiet = np.zeros(PIPELINE_RATE // 2, np.float32)
+        finals = await livekit_finals(model, np.concatenate([quiet, utterance.audio, quiet]))
+        pairs.append((utterance.text, " ".join(finals)))
+    assert pooled_wer(pairs) <= 0.2, pairs
+
+
 async def test_our_vad_dates_livekits_speech_events(speech_dir):
     samples, _ = clip(speech_dir, "azure_whats_the_weather_like.wav")
     lead = 0.5
