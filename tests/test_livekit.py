@@ -143,6 +143,9 @@ async def test_our_stt_streams_interim_and_final_transcripts_to_livekit(speech_d
     assert kinds[0] == stt.SpeechEventType.START_OF_SPEECH
     assert kinds[-1] == stt.SpeechEventType.END_OF_SPEECH
     assert stt.SpeechEventType.INTERIM_TRANSCRIPT in kinds
+    # the decode at each pause goes out at once, for LiveKit's preemptive generation
+    assert kinds.index(stt.SpeechEventType.PREFLIGHT_TRANSCRIPT) < kinds.index(
+        stt.SpeechEventType.FINAL_TRANSCRIPT)
     finals = [e.alternatives[0].text for e in events
               if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
     assert word_error_rate(said, " ".join(finals)) < 0.35, finals  # JFK pauses: several

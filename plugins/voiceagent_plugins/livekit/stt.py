@@ -5,8 +5,9 @@ LiveKit sends an STT stream all of the room's audio, silence included. Whisper i
 in silence, so the stream hears speech the way a voiceagent session does: voiceagent's VAD
 marks it, and only speech (with ``pre_roll`` before it) reaches the recogniser. While the
 user speaks, partial transcripts go out as ``INTERIM_TRANSCRIPT``; at a pause the speech is
-decoded at once (``pause()``), and when the pause reaches ``final_silence`` that decode's new
-words become the ``FINAL_TRANSCRIPT`` (with ``START_OF_SPEECH``/``END_OF_SPEECH`` around
+decoded at once (``pause()``) and goes out as ``PREFLIGHT_TRANSCRIPT``, on which LiveKit starts
+its preemptive reply; when the pause reaches ``final_silence`` that decode's new words become
+the ``FINAL_TRANSCRIPT`` (with ``START_OF_SPEECH``/``END_OF_SPEECH`` around
 it). Speech that resumes sooner continues the same transcript; speech after a pause shorter
 than ``context_silence`` is decoded together with what came before. A ``flush()`` from
 LiveKit finalises at once.
@@ -146,7 +147,8 @@ class _Listener:
                 await self._speech_started(window.changed_at)
             else:
                 self._paused_at = window.changed_at
-                await self._publish(await self._call(self.stream.pause))
+                await self._publish(await self._call(self.stream.pause),
+                                    stt.SpeechEventType.PREFLIGHT_TRANSCRIPT)
         if self._paused_at is None:
             return
         silence = self._tracker.heard - self._paused_at
@@ -184,11 +186,12 @@ class _Listener:
         words = result.text.split() if result is not None else []
         return words[prefix_end(self._sent, words):]
 
-    async def _publish(self, result: Transcript | None) -> None:
+    async def _publish(self, result: Transcript | None, kind: stt.SpeechEventType =
+                       stt.SpeechEventType.INTERIM_TRANSCRIPT) -> None:
         text = " ".join(self._new_words(result))
-        if text and text != self._partial:
+        if text and (text != self._partial or kind != stt.SpeechEventType.INTERIM_TRANSCRIPT):
             self._partial = text
-            self._send(self._event(stt.SpeechEventType.INTERIM_TRANSCRIPT, text))
+            self._send(self._event(kind, text))
 
     async def _final(self, result: Transcript | None) -> None:
         """Close the open LiveKit transcript with ``result``'s new words."""
