@@ -70,6 +70,14 @@ def test_a_name_with_a_colon_names_the_plugin_of_a_backend(tmp_path, monkeypatch
     sys.modules.pop("acme_front", None)
 
 
+def test_livekit_backends_say_what_to_install_without_livekit(monkeypatch):
+    if "livekit" not in registry.available("llm"):
+        pytest.skip("this install does not register the livekit backends")
+    monkeypatch.setitem(sys.modules, "livekit.agents", None)  # as if not installed
+    with pytest.raises(BackendUnavailable, match=r"pip install 'voiceagent\[livekit\]'"):
+        registry.get("llm", "livekit:openai.LLM")
+
+
 def test_resolve_passes_objects_through():
     obj = object()
     assert registry.resolve("llm", obj) is obj

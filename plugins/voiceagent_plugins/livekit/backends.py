@@ -24,10 +24,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
-from livekit.agents import APIConnectOptions, APIError
-from livekit.agents import llm as lk_llm
-from livekit.agents import stt as lk_stt
-from livekit.agents import tts as lk_tts
 from pydantic import ConfigDict, Field
 
 from voiceagent.audio import check_finite, to_mono_float
@@ -36,8 +32,18 @@ from voiceagent.deps import require
 from voiceagent.errors import BackendError, ConfigError
 from voiceagent.registry import BackendOptions
 
-from .chat import to_chat_ctx, to_livekit_tools
-from .frames import to_float, to_frame
+try:
+    from livekit.agents import APIConnectOptions, APIError
+    from livekit.agents import llm as lk_llm
+    from livekit.agents import stt as lk_stt
+    from livekit.agents import tts as lk_tts
+
+    from .chat import to_chat_ctx, to_livekit_tools
+    from .frames import to_float, to_frame
+except ImportError:
+    # Without voiceagent[livekit] the entry points still load (``voiceagent.doctor``, the
+    # registry's listing); building a backend says what to install (``_require_livekit``).
+    pass
 
 RATE = 16_000
 
@@ -49,6 +55,10 @@ class PluginOptions(BackendOptions):
     plugin: str
     #: bounds each request to the provider (seconds)
     timeout: float = Field(30.0, gt=0)
+
+
+def _require_livekit() -> None:
+    require("livekit.agents", "livekit-agents", extra="livekit")
 
 
 def load_plugin(plugin: str, options: dict[str, Any]) -> Any:
@@ -77,6 +87,7 @@ class LLMPluginOptions(PluginOptions):
 def _plugin(given: Any, plugin: str | None, options: dict[str, Any], what: str) -> Any:
     """The object given, else the plugin named (``validate_options`` has checked the
     registry's options already; this is for calls from code)."""
+    _require_livekit()
     if given is not None:
         if options:
             raise ConfigError(f"{what}: options {', '.join(options)} are for a plugin named "
@@ -214,6 +225,7 @@ class LiveKitVAD:
     window_samples = 512
 
     def __init__(self, *, plugin: str = "silero.VAD", **options: Any) -> None:
+        _require_livekit()
         if plugin != "silero.VAD" or options:
             raise ConfigError("livekit VAD: only silero.VAD (without options) can serve as a "
                               "voiceagent VAD: other LiveKit VADs are event streams, not "
