@@ -29,8 +29,6 @@ from .frames import to_float, to_frame
 
 RATE = 16_000
 FRAME = 320  # 20 ms
-
-
 MAX_LAG = 0.2  # a pacer this late (a stalled loop) re-anchors instead of bursting
 
 
