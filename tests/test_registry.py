@@ -49,6 +49,35 @@ def test_a_third_party_package_adds_a_backend(tmp_path, monkeypatch):
     sys.modules.pop("acme_tts", None)
 
 
+def test_a_name_with_a_colon_names_the_plugin_of_a_backend(tmp_path, monkeypatch):
+    """``livekit:openai.LLM`` style: the part after the colon is the ``plugin`` option."""
+    (tmp_path / "acme_front.py").write_text(textwrap.dedent("""
+        class Front:
+            def __init__(self, plugin, speed=1):
+                self.plugin, self.speed = plugin, speed
+    """))
+    dist = tmp_path / "acme_front-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-front\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[voiceagent.tts]\nfront = acme_front:Front\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    one = registry.get("tts", "front:voices.Deep", speed=2)
+    assert (one.plugin, one.speed) == ("voices.Deep", 2)
+    assert registry.get("tts", "front:voices.Deep", speed=2) is one
+    assert registry.get("tts", "front:voices.High", speed=2) is not one
+    with pytest.raises(ConfigError, match="no tts backend named 'nope'"):
+        registry.get("tts", "nope:voices.Deep")
+    sys.modules.pop("acme_front", None)
+
+
+def test_livekit_backends_say_what_to_install_without_livekit(monkeypatch):
+    if "livekit" not in registry.available("llm"):
+        pytest.skip("this install does not register the livekit backends")
+    monkeypatch.setitem(sys.modules, "livekit.agents", None)  # as if not installed
+    with pytest.raises(BackendUnavailable, match=r"pip install 'voiceagent\[livekit\]'"):
+        registry.get("llm", "livekit:openai.LLM")
+
+
 def test_resolve_passes_objects_through():
     obj = object()
     assert registry.resolve("llm", obj) is obj

@@ -11,6 +11,10 @@ validated before anything loads, and a misspelled or mistyped one is a :class:`C
 of one line naming the valid options. Instances are cached per (kind, name, options) so a
 model loads once per process and every session shares it; :func:`aclose` releases them at
 shutdown.
+
+A name ``backend:plugin`` is backend ``backend`` with the option ``plugin`` (``livekit:openai.LLM``
+is the ``livekit`` adapter wrapping LiveKit's OpenAI plugin), so a command line can name a
+backend that fronts many.
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ def load_factory(kind: Kind, name: str) -> Any:
 
 def get(kind: Kind, name: str, **options: Any) -> Any:
     """The shared instance of backend ``name`` with ``options`` (created on first use)."""
+    name, _, plugin = name.partition(":")
+    if plugin:
+        options = {"plugin": plugin, **options}
     factory = load_factory(kind, name)
     options = _checked_options(factory, options, f"{kind} backend {name!r}")
     key = (kind, name, json.dumps(options, sort_keys=True, default=str))

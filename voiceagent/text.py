@@ -75,3 +75,18 @@ def edit_distances(reference: Sequence[str], hypothesis: Sequence[str]) -> list[
                          previous[k - 1] + (ref_word != hyp_word))
         previous = row
     return previous
+
+
+def word_keys(words: Sequence[str]) -> list[str]:
+    """Each word as normalised text ("country." and "country," are the same key)."""
+    return [" ".join(normalize(w)) for w in words]
+
+
+def prefix_end(prefix: Sequence[str], words: Sequence[str]) -> int:
+    """Where in ``words`` the words of ``prefix`` end, compared as normalised text: a word a
+    recogniser now hears differently still lines up (an earlier transcript of the same
+    speech, within a longer later one)."""
+    if not prefix:
+        return 0
+    row = edit_distances(word_keys(prefix), word_keys(words))
+    return min(range(len(row)), key=lambda k: (row[k], abs(k - len(prefix))))

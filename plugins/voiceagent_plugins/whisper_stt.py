@@ -51,7 +51,7 @@ from voiceagent.backends import Transcript
 from voiceagent.deps import require
 from voiceagent.errors import ConfigError
 from voiceagent.registry import BackendOptions, validate_options
-from voiceagent.text import edit_distances, normalize
+from voiceagent.text import prefix_end, word_keys
 
 SAMPLE_RATE = 16_000
 _MIN_DECODE_S = 0.3  # on shorter audio Whisper invents words ("you", "Thank you.")
@@ -263,22 +263,9 @@ def _compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def _keys(words: list[str]) -> list[str]:
-    return [" ".join(normalize(w)) for w in words]
-
-
-def _align(prefix: list[str], words: list[str]) -> int:
-    """Where in ``words`` the words of ``prefix`` end (compared as normalised text, so
-    "country." matches "country,"; a word Whisper now hears differently still lines up)."""
-    if not prefix:
-        return 0
-    row = edit_distances(_keys(prefix), _keys(words))
-    return min(range(len(row)), key=lambda k: (row[k], abs(k - len(prefix))))
-
-
 def _agreed(a: list[str], b: list[str]) -> int:
     n = 0
-    for x, y in zip(_keys(a), _keys(b)):
+    for x, y in zip(word_keys(a), word_keys(b)):
         if x != y:
             break
         n += 1
@@ -364,7 +351,7 @@ class WhisperStream:
         self._chunks = [tail[decoded.cut:]]
         for said in decoded.committed:
             self._commit(said)
-        rest = decoded.words[_align(self._stable, decoded.words):]
+        rest = decoded.words[prefix_end(self._stable, decoded.words):]
         # The last word never becomes stable: the audio may end in the middle of it.
         agreed = min(_agreed(rest, self._pending), max(len(rest) - 1, 0))
         self._stable += rest[:agreed]
@@ -388,10 +375,10 @@ class WhisperStream:
     def _commit(self, said: list[str]) -> None:
         """Move the words of audio cut away from the tail into ``_committed``, honouring what
         ``stable`` already promised."""
-        k = _align(said, self._stable)
+        k = prefix_end(said, self._stable)
         if k < len(self._stable):
             self._committed += self._stable[:k]
             self._stable = self._stable[k:]
         else:
-            self._committed += self._stable + said[_align(self._stable, said):]
+            self._committed += self._stable + said[prefix_end(self._stable, said):]
             self._stable, self._pending = [], []
