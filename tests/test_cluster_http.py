@@ -1,13 +1,13 @@
 """HAProxy in front of two real ``voiceagent serve`` workers, as scripts/cluster.sh starts them
-(deploy/haproxy/haproxy.cfg, the LLM on the shared llama.cpp server), with real aiortc
-callers on loopback.
+(deploy/haproxy/haproxy.cfg, the LLM on the shared llama.cpp server), with real callers
+on loopback: aiortc peers, and a headless Chromium on the page the front serves.
 
 Each worker takes one session at a time. The page loads through the front; a caller's offer
 reaches a worker, which answers the speech over the media it carries itself; the next
-caller is sent to the other worker (the full one is out of rotation: its /health is 503);
-with both full the front answers 503 with Retry-After. A worker drained with SIGTERM says so
-on /health, refuses offers, keeps its session until it ends, then exits; the front sends the
-next caller to the worker left.
+caller (the browser) is sent to the other worker (the full one is out of rotation: its
+/health is 503); with both full the front answers 503 with Retry-After. A worker drained
+with SIGTERM says so on /health, refuses offers, keeps its session until it ends, then
+exits; the front sends the next caller to the worker left.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ import signal
 import httpx
 import pytest
 from cluster import HAPROXY, cluster, until_gone
-from webrtc_harness import Client, until
+from playwright.async_api import async_playwright
+from webrtc_harness import (
+    Client,
+    connect_page,
+    fake_microphone,
+    inbound_audio_packets,
+    launch,
+    until,
+    wait_for_event,
+)
 
 from voiceagent.audio import load_audio
 from voiceagent_eval.speechdata import load_manifest
@@ -43,15 +52,18 @@ async def sessions(workers: dict[str, str]) -> dict[str, int]:
                 for name, url in workers.items()}
 
 
-async def test_haproxy_spreads_skips_full_workers_and_drains(speech_dir):
+async def test_haproxy_spreads_skips_full_workers_and_drains(speech_dir, tmp_path):
     clip = next(c for c in load_manifest(speech_dir) if c.name == CLIP)
     with cluster("--sip-workers", "0", "--http-workers", "2", "--max-sessions", "1",
                  "--probe-interval", str(PROBE_INTERVAL), "--drain-timeout", str(DRAIN),
                  "--ice-host-address", "127.0.0.1") as c:
         workers = {f"http-{i}": f"http://127.0.0.1:{c.http_port + i}" for i in (1, 2)}
         clients: list[Client] = []
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{c.http_port}",
-                                     timeout=30) as http:
+        front = f"http://127.0.0.1:{c.http_port}"
+        mic = fake_microphone(clip.path, tmp_path / "mic.wav", tail=40)
+        async with httpx.AsyncClient(base_url=front, timeout=30) as http, \
+                async_playwright() as pw:
+            browser = await launch(pw, mic)
             try:
                 page = await http.get("/")
                 assert page.status_code == 200 and "app.js" in page.text
@@ -69,11 +81,12 @@ async def test_haproxy_spreads_skips_full_workers_and_drains(speech_dir):
                 (turn, *_) = [m for m in first.messages if m["type"] == "user_turn"]
                 assert word_error_rate(clip.text, turn["text"]) <= 0.25, turn
 
-                # The next caller goes to the other worker: the full one is skipped.
-                second = Client()
-                clients.append(second)
-                await second.connect(http)
+                # The next caller, a browser on the front's page, goes to the other worker
+                # (the full one is skipped), and the media flows both ways.
+                page = await connect_page(browser, front)
                 assert await sessions(workers) == {name: 1 for name in workers}
+                await wait_for_event(page, "e.type === 'agent_text' && e.final")
+                assert await inbound_audio_packets(page) > 0
 
                 # Both full: out of rotation, and the front says when to come back.
                 await asyncio.sleep(PROBE_INTERVAL + 1.0)
@@ -95,7 +108,7 @@ async def test_haproxy_spreads_skips_full_workers_and_drains(speech_dir):
                 await until_gone(c.pid(busy), DRAIN / 2)  # ended by its session, not the clock
 
                 # The worker left takes the next caller once its session is over.
-                await second.pc.close()
+                await page.close()
                 await asyncio.sleep(PROBE_INTERVAL + 1.0)
                 third = Client()
                 clients.append(third)
@@ -103,5 +116,6 @@ async def test_haproxy_spreads_skips_full_workers_and_drains(speech_dir):
                 remaining = {name: url for name, url in workers.items() if name != busy}
                 assert await sessions(remaining) == {name: 1 for name in remaining}
             finally:
+                await browser.close()
                 for client in clients:
                     await client.pc.close()
