@@ -200,7 +200,7 @@ async def test_a_backchannel_pauses_then_resumes_the_agent(speech, backends):
     assert "interrupted" not in actions
     assert actions == ["paused", "resumed"]
     assert not [e for e in of(events, AgentTextEvent) if e.interrupted]
-    first = session.replies.get(of(events, UserTurnEvent)[0].turn_id)
+    first = session.replies.get(of(events, UserTurnEvent)[0].reply_id)
     assert first.state == "done" and first.heard_text  # it went on to the end
     assert len(of(events, UserTurnEvent)) == 1  # "yeah" is not a turn
     resumed = next(e.ts for e in of(events, BargeInEvent) if e.action == "resumed")
@@ -299,7 +299,7 @@ async def test_endless_speech_is_cut_at_the_maximum_turn_length(speech, backends
     result = await converse_with_file(agent, talk, speed=2, backends=backends, max_tail=10)
     turns = of(result.events, UserTurnEvent)
     assert turns and turns[0].reason == "max_turn"
-    first_end = next(m.end_of_turn for m in result.metrics if m.turn_id == turns[0].turn_id)
+    first_end = next(m.end_of_turn for m in result.metrics if m.turn_id == turns[0].reply_id)
     assert first_end is not None
     start = next(e.ts for e in of(result.events, UserSpeakingEvent) if e.speaking)
     assert turns[0].ts - start < 4.0 + 3.0  # cut at 4 s of turn, plus the final decode
