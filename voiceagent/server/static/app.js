@@ -82,6 +82,19 @@ function onEvent(event) {
       }
       break;
     }
+    case "latency_breakdown": {  // where the wait went, stage by stage
+      const li = agentBubbles.get(event.turn_id);
+      if (li) {
+        const ms = (s) => `${Math.round(s * 1000)}`;
+        let text = `end ${ms(event.endpointing)} · stt ${ms(event.stt_final)} · ` +
+          `llm ${ms(event.llm_first_token)} · clause ${ms(event.first_clause)} · ` +
+          `tts ${ms(event.tts_first_audio)} · out ${ms(event.output)} ms`;
+        if (event.draft) text += ` · draft saved ${ms(event.draft_saved)} ms`;
+        if (event.drafts_discarded) text += ` · ${event.drafts_discarded} draft(s) dropped`;
+        addMeta(li, text);
+      }
+      break;
+    }
     case "error":
       bubble("error", `${event.source}: ${event.message}`);
       break;
