@@ -169,7 +169,7 @@ async def test_preemptive_drafts_answer_real_speech_and_only_committed_ones_coun
     history = [(m.role, m.content) for m in result.history]
     assert [c for r, c in history if r == "user"] == [t.text for t in turns]
     assert [c for r, c in history if r == "assistant"] == [said[t.reply_id] for t in turns]
-    breakdowns = {b.turn_id: b for b in result.of_type(LatencyBreakdownEvent)}
+    breakdowns = {b.reply_id: b for b in result.of_type(LatencyBreakdownEvent)}
     for reply_id in committed:
         b = breakdowns[reply_id]
         assert b.draft and b.draft_saved > 0 and b.total > 0

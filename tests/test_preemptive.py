@@ -151,7 +151,8 @@ async def test_a_committed_draft_is_the_reply_and_its_audio_plays_at_once():
                                 ("assistant", "A table for two, done.")]
     assert s.drafts() == [("started", draft), ("committed", draft)]
     breakdown = s.of(LatencyBreakdownEvent)
-    assert len(breakdown) == 1 and breakdown[0].turn_id == draft and breakdown[0].draft
+    assert len(breakdown) == 1 and breakdown[0].draft
+    assert (breakdown[0].turn_id, breakdown[0].reply_id) == (s.turn, draft)
     b = breakdown[0]
     assert b.draft_saved == 0.1  # all of it done before the turn ended: nothing left to wait
     assert b.llm_first_token == b.first_clause == b.tts_first_audio == 0

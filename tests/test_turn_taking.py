@@ -299,7 +299,7 @@ async def test_endless_speech_is_cut_at_the_maximum_turn_length(speech, backends
     result = await converse_with_file(agent, talk, speed=2, backends=backends, max_tail=10)
     turns = of(result.events, UserTurnEvent)
     assert turns and turns[0].reason == "max_turn"
-    first_end = next(m.end_of_turn for m in result.metrics if m.turn_id == turns[0].reply_id)
+    first_end = next(m.end_of_turn for m in result.metrics if m.turn_id == turns[0].turn_id)
     assert first_end is not None
     start = next(e.ts for e in of(result.events, UserSpeakingEvent) if e.speaking)
     assert turns[0].ts - start < 4.0 + 3.0  # cut at 4 s of turn, plus the final decode

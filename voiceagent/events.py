@@ -156,6 +156,8 @@ class TurnMetrics(BaseModel):
 class MetricsEvent(Event):
     type: Literal["metrics"] = "metrics"
     metrics: TurnMetrics
+    #: the reply the metrics end at (the turn's id, or the committed draft's that answered it)
+    reply_id: int | None = None
 
 
 class LatencyBreakdownEvent(Event):
@@ -165,8 +167,9 @@ class LatencyBreakdownEvent(Event):
     TTS work it did before the turn was over shows as ``draft_saved``."""
 
     type: Literal["latency_breakdown"] = "latency_breakdown"
-    #: the reply (as in :class:`MetricsEvent`)
     turn_id: int
+    #: the reply that answered it (the turn's id, or the committed draft's)
+    reply_id: int
     #: silence until the endpointer decided the turn was over
     endpointing: float
     #: then until the final transcript was there and the reply started (or was committed)

@@ -28,6 +28,7 @@ STAGES = (("endpointing", "end_of_turn"), ("stt_final", "user_turn"),
 @dataclass
 class _Turn:
     marks: dict[str, float] = field(default_factory=dict)
+    turn_id: int | None = None  # the user turn a committed draft answers
     draft: bool = False
     drafts_discarded: int = 0
 
@@ -57,7 +58,7 @@ class MetricsTracker:
         """Draft ``draft_id`` was committed as the reply to ``turn_id``: one record."""
         turn = self._turns.pop(turn_id, _Turn())
         draft = self._turns.setdefault(draft_id, _Turn())
-        draft.draft = True
+        draft.draft, draft.turn_id = True, turn_id
         draft.drafts_discarded += turn.drafts_discarded
         for name, ts in turn.marks.items():
             draft.marks.setdefault(name, ts)
@@ -70,12 +71,13 @@ class MetricsTracker:
         self._turns.setdefault(turn_id, _Turn()).drafts_discarded += 1
 
     def finish(self, turn_id: int) -> TurnMetrics | None:
-        turn_id = self._links.get(turn_id, turn_id)
-        turn = self._turns.pop(turn_id, None)
+        reply_id = self._links.get(turn_id, turn_id)
+        turn = self._turns.pop(reply_id, None)
         if turn is None:
             return None
-        self._last_done = max(self._last_done, turn_id)
-        self._links = {t: r for t, r in self._links.items() if r != turn_id}
+        self._last_done = max(self._last_done, reply_id)
+        self._links = {t: r for t, r in self._links.items() if r != reply_id}
+        turn_id = reply_id if turn.turn_id is None else turn.turn_id
         self._discarded = {d for d in self._discarded if d > self._last_done}
         m = turn.marks
 
@@ -91,10 +93,10 @@ class MetricsTracker:
             voice_to_voice=span("speech_end", "first_audio_out"),
         )
         ts = m.get("first_audio_out", max(m.values(), default=0))
-        self._events.emit(MetricsEvent(ts=ts, metrics=metrics))
+        self._events.emit(MetricsEvent(ts=ts, metrics=metrics, reply_id=reply_id))
         breakdown = _breakdown(turn)
         if breakdown is not None:
-            breakdown.turn_id, breakdown.ts = turn_id, ts
+            breakdown.turn_id, breakdown.reply_id, breakdown.ts = turn_id, reply_id, ts
             self._events.emit(breakdown)
         return metrics
 
@@ -116,6 +118,6 @@ def _breakdown(turn: _Turn) -> LatencyBreakdownEvent | None:
     if turn.draft and "llm_request" in m and "user_turn" in m:
         ready = m.get("tts_first_audio", m["user_turn"])
         saved = max(0.0, min(ready, m["user_turn"]) - m["llm_request"])
-    return LatencyBreakdownEvent(turn_id=0, total=round(reached - m["speech_end"], 4),
+    return LatencyBreakdownEvent(turn_id=0, reply_id=0, total=round(reached - m["speech_end"], 4),
                                  draft=turn.draft, draft_saved=round(saved, 4),
                                  drafts_discarded=turn.drafts_discarded, **shares)

@@ -73,7 +73,7 @@ function onEvent(event) {
       setState(event.state);
       break;
     case "metrics": {
-      const m = event.metrics, li = agentBubbles.get(m.turn_id);
+      const m = event.metrics, li = agentBubbles.get(event.reply_id ?? m.turn_id);
       if (li && m.voice_to_voice != null) {
         const parts = [`${m.voice_to_voice.toFixed(2)} s to first audio`];
         if (m.llm_ttft != null) parts.push(`LLM ${m.llm_ttft.toFixed(2)} s`);
@@ -83,7 +83,7 @@ function onEvent(event) {
       break;
     }
     case "latency_breakdown": {  // where the wait went, stage by stage
-      const li = agentBubbles.get(event.turn_id);
+      const li = agentBubbles.get(event.reply_id);
       if (li) {
         const ms = (s) => `${Math.round(s * 1000)}`;
         let text = `end ${ms(event.endpointing)} · stt ${ms(event.stt_final)} · ` +
