@@ -164,11 +164,14 @@ async def test_preemptive_drafts_answer_real_speech_and_only_committed_ones_coun
     assert len(turns) == 2 and committed  # at least one turn answered by its draft
     assert {t.reply_id for t in turns} >= committed
     said = {e.turn_id: e.text for e in replies(result)}
-    assert set(said) == {t.reply_id for t in turns}  # each turn's reply was heard whole
-    assert not discarded & set(said)  # a discarded draft never is
+    assert set(said) == {t.reply_id for t in turns}  # each turn was answered
+    assert not discarded & set(said)  # never by a discarded draft
     history = [(m.role, m.content) for m in result.history]
     assert [c for r, c in history if r == "user"] == [t.text for t in turns]
-    assert [c for r, c in history if r == "assistant"] == [said[t.reply_id] for t in turns]
+    # the conversation keeps each reply as heard (the second turn may cut the first)
+    heard = {e.turn_id: e.text for e in result.of_type(AgentTextEvent) if e.interrupted}
+    kept = [heard.get(t.reply_id, said[t.reply_id]) for t in turns]
+    assert [c for r, c in history if r == "assistant"] == [c for c in kept if c]
     breakdowns = {b.reply_id: b for b in result.of_type(LatencyBreakdownEvent)}
     for reply_id in committed:
         b = breakdowns[reply_id]
