@@ -22,7 +22,13 @@ from voiceagent import Agent, AgentOptions
 from voiceagent.audio import PIPELINE_RATE, load_audio, rms_dbfs
 from voiceagent.backends import LLM, ChatMessage, LLMDelta
 from voiceagent.errors import BackendError
-from voiceagent.events import AgentTextEvent, ErrorEvent
+from voiceagent.events import (
+    AgentTextEvent,
+    DraftEvent,
+    ErrorEvent,
+    LatencyBreakdownEvent,
+    UserTurnEvent,
+)
 from voiceagent.runner import converse_with_file
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioInput, FileAudioOutput
@@ -141,6 +147,36 @@ async def test_two_turns_keep_context_and_leave_no_task_or_thread(speech_dir, ba
     leftover = [t for t in threading.enumerate()
                 if t.ident not in threads_before and t.name == "voiceagent-worker"]
     assert not leftover
+
+
+async def test_preemptive_drafts_answer_real_speech_and_only_committed_ones_count(
+        speech_dir, backends):
+    """On real speech and models (default options: hybrid endpointing, preemptive on), the
+    turns are answered by drafts started at the pause; only committed drafts reach the
+    conversation and are heard."""
+    result = await converse_with_file(Agent(INSTRUCTIONS), two_turns(speech_dir),
+                                      backends=backends)
+    assert result.fatal_error is None
+    drafts = result.of_type(DraftEvent)
+    committed = {e.reply_id for e in drafts if e.action == "committed"}
+    discarded = {e.reply_id for e in drafts if e.action == "discarded"}
+    turns = result.of_type(UserTurnEvent)
+    assert len(turns) == 2 and committed  # at least one turn answered by its draft
+    assert {t.reply_id for t in turns} >= committed
+    said = {e.turn_id: e.text for e in replies(result)}
+    assert set(said) == {t.reply_id for t in turns}  # each turn was answered
+    assert not discarded & set(said)  # never by a discarded draft
+    history = [(m.role, m.content) for m in result.history]
+    assert [c for r, c in history if r == "user"] == [t.text for t in turns]
+    # the conversation keeps each reply as heard (the second turn may cut the first)
+    heard = {e.turn_id: e.text for e in result.of_type(AgentTextEvent) if e.interrupted}
+    kept = [heard.get(t.reply_id, said[t.reply_id]) for t in turns]
+    assert [c for r, c in history if r == "assistant"] == [c for c in kept if c]
+    breakdowns = {b.reply_id: b for b in result.of_type(LatencyBreakdownEvent)}
+    for reply_id in committed:
+        b = breakdowns[reply_id]
+        assert b.draft and b.draft_saved > 0 and b.total > 0
+    assert not session_tasks()
 
 
 class FaultyLLM:

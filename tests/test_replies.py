@@ -204,27 +204,34 @@ async def test_user_speech_spares_a_protected_reply_and_code_does_not():
         assert notice.heard_text == "This call"  # 100 ms of 200 ms of four words
 
 
-async def test_a_draft_never_plays_until_committed_and_a_discarded_one_never():
+async def test_a_draft_is_held_until_committed_and_a_discarded_one_never_plays():
     rt = make_runtime()
     out = AudioSinkNode(16_000, rt)
+    drafts: list[tuple[str, int]] = []
+    rt.events.subscribe(lambda e: drafts.append((e.action, e.reply_id)), type="draft")
     async with Harness(out, runtime=rt) as h:
-        draft = h.replies.draft(turn_id=5)
+        draft = await h.replies.draft(turn_id=5)
         assert draft.draft and draft not in h.replies.active
-        await h.send(audio(draft.id, "Too early.", 0.1))
-        assert not (await h.play(out, 0.1)).any()  # a draft's audio is never heard
+        await h.send(audio(draft.id, "Early.", 0.1))
+        assert not (await h.play(out, 0.1)).any()  # a draft's audio is never heard...
         assert not h.broadcasts(ReplyStartedFrame)
-        await draft.commit()
-        assert h.broadcasts(ReplyStartedFrame)[0].reply_id == draft.id
+        await draft.commit()  # ...until its commit: then what it had plays at once
+        assert h.broadcasts(ReplyStartedFrame)[0].reply_id == draft.id and not draft.draft
         await h.send(audio(draft.id, "Now.", 0.1), ReplyEnd(reply_id=draft.id))
-        assert (await h.play(out, 0.2)).any()
-        assert await draft.wait_for_playout() == ReplyState.DONE and draft.heard_text == "Now."
+        assert (await h.play(out, 0.3)).any()
+        assert await draft.wait_for_playout() == ReplyState.DONE
+        assert draft.heard_text == "Early. Now."
 
-        dropped = h.replies.draft(turn_id=6)
-        dropped.discard()
+        dropped = await h.replies.draft(turn_id=6)
+        await h.send(audio(dropped.id, "Never.", 0.1))
+        await dropped.discard()
         assert await dropped.wait_for_playout() == ReplyState.DISCARDED
         with pytest.raises(RuntimeError):
             await dropped.commit()
+        assert not (await h.play(out, 0.2)).any()
     assert len(h.broadcasts(ReplyStartedFrame)) == 1
+    assert drafts == [("started", draft.id), ("committed", draft.id),
+                      ("started", dropped.id), ("discarded", dropped.id)]
 
 
 async def test_agent_state_comes_from_the_reply_frames():

@@ -200,7 +200,7 @@ async def test_a_backchannel_pauses_then_resumes_the_agent(speech, backends):
     assert "interrupted" not in actions
     assert actions == ["paused", "resumed"]
     assert not [e for e in of(events, AgentTextEvent) if e.interrupted]
-    first = session.replies.get(of(events, UserTurnEvent)[0].turn_id)
+    first = session.replies.get(of(events, UserTurnEvent)[0].reply_id)
     assert first.state == "done" and first.heard_text  # it went on to the end
     assert len(of(events, UserTurnEvent)) == 1  # "yeah" is not a turn
     resumed = next(e.ts for e in of(events, BargeInEvent) if e.action == "resumed")

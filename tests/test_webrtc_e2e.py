@@ -69,8 +69,10 @@ async def test_a_browser_talks_types_and_hangs_up(backends, clips, tmp_path):
         await page.evaluate(LEVEL_PROBE)
         heard = await wait_for_event(page, FINAL)
         assert word_error_rate(text, heard["text"]) <= 0.25, heard["text"]
+        turn = await wait_for_event(
+            page, f"e.type === 'user_turn' && e.turn_id === {heard['turn_id']}")
         reply = await wait_for_event(page, "e.type === 'agent_text' && e.final")
-        assert reply["text"] and reply["turn_id"] == heard["turn_id"]
+        assert reply["text"] and reply["turn_id"] == turn["reply_id"]  # its reply (a draft's id)
         await wait_for_event(page, "e.type === 'metrics' && e.metrics.voice_to_voice !== null")
         await wait_for_event(page, "e.type === 'agent_state' && e.state === 'listening'")
         await asyncio.sleep(0.5)

@@ -143,6 +143,12 @@ class AgentOptions(BaseModel):
     error_reply: str = "Sorry, I had a problem answering. Could you say that again?"
     #: start the TTS on a clause for the first chunk once it has this many characters
     first_clause_chars: int = Field(24, ge=1)
+    #: preemptive replies: when the user pauses and the pause's words are decoded (hybrid
+    #: and model endpointing), the LLM and the TTS of the first clause start on a draft reply
+    #: before the end of the turn is decided; it is committed (its audio plays at once) when
+    #: the turn ends with the same words, discarded when the user goes on. A draft is never
+    #: heard, never enters the conversation and runs no tool before its commit
+    preemptive: bool = True
     #: record each session (audio and transcript); None: no recording
     recording: RecordingOptions | None = None
 

@@ -49,6 +49,8 @@ class UserTurnEvent(Event):
     type: Literal["user_turn"] = "user_turn"
     text: str
     turn_id: int
+    #: the reply that answers it: the turn's id, or the committed draft's
+    reply_id: int | None = None
     audio_score: float | None = None
     text_score: float | None = None
     reason: str = ""
@@ -154,6 +156,50 @@ class TurnMetrics(BaseModel):
 class MetricsEvent(Event):
     type: Literal["metrics"] = "metrics"
     metrics: TurnMetrics
+    #: the reply the metrics end at (the turn's id, or the committed draft's that answered it)
+    reply_id: int | None = None
+
+
+class LatencyBreakdownEvent(Event):
+    """Where one turn's wait went: every second from the user's last sound
+    (``speech_end``) to the first agent audio leaving the server, attributed to the stage the
+    reply was waiting on (the stages sum to ``total``). With a committed draft, the LLM and
+    TTS work it did before the turn was over shows as ``draft_saved``."""
+
+    type: Literal["latency_breakdown"] = "latency_breakdown"
+    turn_id: int
+    #: the reply that answered it (the turn's id, or the committed draft's)
+    reply_id: int
+    #: silence until the endpointer decided the turn was over
+    endpointing: float
+    #: then until the final transcript was there and the reply started (or was committed)
+    stt_final: float
+    #: then until the LLM's first token
+    llm_first_token: float
+    #: then until the first clause went to the TTS
+    first_clause: float
+    #: then until the TTS's first audio
+    tts_first_audio: float
+    #: then until that audio left the server (output queue, pacing)
+    output: float
+    total: float
+    #: the reply was a draft, committed when the turn ended
+    draft: bool = False
+    #: how much sooner its first audio was ready than had it started at the commit
+    draft_saved: float = 0.0
+    #: drafts of this turn discarded before one was committed (wasted work)
+    drafts_discarded: int = 0
+
+
+class DraftEvent(Event):
+    """A preemptive draft reply was ``started`` at a pause of the user's turn, then
+    ``committed`` (the turn ended with the words it answers) or ``discarded``."""
+
+    type: Literal["draft"] = "draft"
+    action: Literal["started", "committed", "discarded"]
+    reply_id: int
+    turn_id: int | None = None
+    reason: str = ""
 
 
 class CallEvent(Event):

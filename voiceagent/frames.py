@@ -213,14 +213,29 @@ class UserTurnStartedFrame(SystemFrame):
 
 
 @dataclass(kw_only=True)
+class DraftStartedFrame(SystemFrame):
+    """A draft reply to the open user turn ``turn_id`` is being prepared before the turn is
+    over (preemptive generation): the stages generate and synthesise it, but nothing of it
+    is heard or remembered until a :class:`ReplyStartedFrame` with its id commits it; an
+    :class:`InterruptionFrame` that reaches it discards it."""
+
+    reply_id: int
+    turn_id: int
+
+
+@dataclass(kw_only=True)
 class ReplyStartedFrame(SystemFrame):
     """A reply was committed: it will be generated (or is text already) and played. Every
-    stage learns of the replies in progress from this and :class:`PlayoutFinishedFrame`."""
+    stage learns of the replies in progress from this and :class:`PlayoutFinishedFrame`.
+    For a draft (``source="draft"``) this is its commit."""
 
     reply_id: int
     interruptible: bool = True
     #: who asked for it: "turn" (an answer to the user), "say", "tool", "draft"
     source: str = "turn"
+    #: the user turn it answers: a turn's reply has the turn's id, except a committed draft
+    #: (None: not an answer to a user turn)
+    turn_id: int | None = None
 
 
 @dataclass(kw_only=True)

@@ -10,6 +10,11 @@ endpointer or the ledger announce a reply, the LLM starts generating it, the out
 and finishes playing it, with the words that were heard), and the ledger observes them all
 (:meth:`ReplyLedger.observe`). An application holds :class:`Reply` handles; a stage that
 must know what the agent is doing keeps its own :class:`ReplyActivity` from the same frames.
+
+A draft (preemptive generation, opened by the endpointer at a pause of the user's turn) is
+announced with a :class:`DraftStartedFrame`, committed with a :class:`ReplyStartedFrame` of
+its id, discarded with an :class:`InterruptionFrame` that reaches it (which also cancels the
+stages' work on it, like any interruption).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from enum import StrEnum
 from typing import Literal
 
 from .clock import SessionClock
-from .events import AgentSpeakingEvent, AgentStateEvent, EventBus
+from .events import AgentSpeakingEvent, AgentStateEvent, DraftEvent, EventBus
 from .frames import (
+    DraftStartedFrame,
     EndOfTurnFrame,
     InterruptionFrame,
     PlayoutFinishedFrame,
@@ -86,24 +92,28 @@ class Reply:
         if self.done:
             return
         if self.draft:
-            self.discard()
+            await self.discard()
             return
         await self._ledger.publish(InterruptionFrame(
             ts=self._ledger.clock.now(), reason=reason, replies=frozenset({self.id}),
             force=True))
 
     async def commit(self) -> None:
-        """Make a draft a real reply: it will be played and kept in the conversation."""
+        """Make a draft a real reply: its audio so far plays at once, and it is kept in the
+        conversation."""
         if not self.draft or self.done:
             raise RuntimeError(f"reply {self.id} is not a pending draft")
-        self.draft = False
         await self._ledger.announce(self)
 
-    def discard(self) -> None:
-        """Drop a draft that will not be needed (the user went on talking)."""
+    async def discard(self, reason: str = "draft discarded") -> None:
+        """Drop a draft that will not be needed (the user went on talking): the stages stop
+        working on it, and nothing of it is heard or remembered."""
         if not self.draft:
             raise RuntimeError(f"reply {self.id} was committed: interrupt it instead")
-        self._ledger.finish(self, ReplyState.DISCARDED)
+        if not self.done:
+            await self._ledger.publish(InterruptionFrame(
+                ts=self._ledger.clock.now(), reason=reason, replies=frozenset({self.id}),
+                force=True))
 
     def _settle(self, state: ReplyState) -> None:
         self.state = state
@@ -138,10 +148,14 @@ class ReplyLedger:
         await self.announce(reply)
         return reply
 
-    def draft(self, turn_id: int | None = None) -> Reply:
-        """A reply prepared before its turn is committed (preemptive generation): nothing
-        plays or remembers it until :meth:`Reply.commit`; :meth:`Reply.discard` drops it."""
-        return self._make("draft", True, turn_id, draft=True)
+    async def draft(self, turn_id: int) -> Reply:
+        """A reply to ``turn_id`` prepared before the turn is over (preemptive generation),
+        announced to the stages: nothing plays or remembers it until :meth:`Reply.commit`;
+        :meth:`Reply.discard` drops it."""
+        reply_id = self._new_id()
+        await self.publish(DraftStartedFrame(ts=self.clock.now(), reply_id=reply_id,
+                                             turn_id=turn_id))
+        return self._live[reply_id]
 
     def get(self, reply_id: int) -> Reply | None:
         return self._live.get(reply_id) or next(
@@ -177,11 +191,28 @@ class ReplyLedger:
 
     def observe(self, frame: SystemFrame) -> None:
         """Called with every system frame broadcast in the session, before any stage has it."""
+        if isinstance(frame, DraftStartedFrame):
+            self._make("draft", True, frame.turn_id, draft=True, reply_id=frame.reply_id)
+            self._draft_event(frame.ts, "started", frame.reply_id, frame.turn_id)
+            return
         if isinstance(frame, ReplyStartedFrame):
-            if frame.reply_id not in self._live:  # a reply a stage started (a user turn)
-                turn = frame.reply_id if frame.source == "turn" else None
+            reply = self._live.get(frame.reply_id)
+            if reply is None:  # a reply a stage started (a user turn)
+                turn = frame.turn_id
+                if turn is None and frame.source == "turn":
+                    turn = frame.reply_id
                 self._make(frame.source, frame.interruptible, turn, draft=False,
                            reply_id=frame.reply_id)
+            elif reply.draft:
+                reply.draft = False
+                self._draft_event(frame.ts, "committed", reply.id, reply.turn_id)
+        elif isinstance(frame, InterruptionFrame):
+            for reply in [r for r in self._live.values() if r.draft]:
+                if frame.affects(reply.id, True):
+                    self.finish(reply, ReplyState.DISCARDED)
+                    self._draft_event(frame.ts, "discarded", reply.id, reply.turn_id,
+                                      frame.reason)
+            return
         elif isinstance(frame, (ReplyGeneratingFrame, PlayoutStartedFrame)):
             reply = self._live.get(frame.reply_id)
             if reply is not None and not reply.done:
@@ -203,6 +234,11 @@ class ReplyLedger:
         self._live[reply.id] = reply
         return reply
 
+    def _draft_event(self, ts: float, action: Literal["started", "committed", "discarded"],
+                     reply_id: int, turn_id: int | None, reason: str = "") -> None:
+        self.events.emit(DraftEvent(ts=ts, action=action, reply_id=reply_id, turn_id=turn_id,
+                                    reason=reason))
+
     def _set_agent_state(self, ts: float) -> None:
         states = {r.state for r in self.active}
         state = ("speaking" if ReplyState.PLAYING in states
@@ -223,12 +259,22 @@ class ReplyActivity:
 
     def __init__(self) -> None:
         self.live: dict[int, bool] = {}  # reply id -> interruptible, announced, not finished
+        #: drafts neither committed nor discarded -> set when committed
+        self.drafts: dict[int, asyncio.Event] = {}
         self.playing: set[int] = set()
         self.user_turn: int | None = None  # the user turn in progress
 
     def observe(self, frame: SystemFrame) -> None:
-        if isinstance(frame, ReplyStartedFrame):
+        if isinstance(frame, DraftStartedFrame):
+            self.drafts[frame.reply_id] = asyncio.Event()
+        elif isinstance(frame, ReplyStartedFrame):
             self.live[frame.reply_id] = frame.interruptible
+            committed = self.drafts.pop(frame.reply_id, None)
+            if committed is not None:
+                committed.set()
+        elif isinstance(frame, InterruptionFrame):
+            for draft in [d for d in self.drafts if frame.affects(d, True)]:
+                del self.drafts[draft]  # discarded: the work waiting on it is cancelled
         elif isinstance(frame, PlayoutStartedFrame):
             if frame.reply_id in self.live:
                 self.playing.add(frame.reply_id)
@@ -239,6 +285,12 @@ class ReplyActivity:
             self.user_turn = frame.turn_id
         elif isinstance(frame, EndOfTurnFrame) and frame.turn_id == self.user_turn:
             self.user_turn = None
+
+    async def committed(self, reply_id: int) -> None:
+        """Until ``reply_id`` is no pending draft (at once for any other reply)."""
+        draft = self.drafts.get(reply_id)
+        if draft is not None:
+            await draft.wait()
 
     @property
     def speaking(self) -> bool:

@@ -16,6 +16,13 @@ words (a cough, a door) is dropped.
 Barge-in. User speech while the agent is talking pauses the agent's audio at once. It
 interrupts the reply when confirmed (long enough, with words that are not backchannels);
 otherwise the agent resumes where it stopped and the sound is not treated as a turn.
+
+Preemptive replies (``AgentOptions.preemptive``). The transcript decoded at a pause is what
+the turn will most likely end with, so the reply to it starts there, as a draft: a
+:class:`DraftStartedFrame` and a :class:`UserTurnFrame` with the draft's id. When the turn
+ends with the same words (normalised), a :class:`ReplyStartedFrame` of the draft's id commits
+it; when the user goes on speaking, or the final words differ, an :class:`InterruptionFrame`
+aimed at the draft discards it. At most one draft is pending.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from ..frames import (
     AgentChangedFrame,
     AudioFrame,
     DataFrame,
+    DraftStartedFrame,
     EndOfTurnFrame,
     InterruptionFrame,
     PlayoutPauseFrame,
@@ -64,6 +72,16 @@ class _Pause:
     text: float | None = None
     prosody: Prosody | None = None  # of the speech before the pause (model mode)
     evidence: PauseEvidence | None = None  # model mode: built once everything is in
+
+
+@dataclass
+class _Draft:
+    """The pending draft reply: to which turn, for which words, announced by which frame."""
+
+    reply_id: int
+    turn_id: int
+    words: list[str]
+    announced: int  # the DraftStartedFrame's id: an interruption made before it spares it
 
 
 @dataclass
@@ -104,11 +122,18 @@ class EndpointerNode(Node):
         self._barge: _BargeIn | None = None
         self._dropped: set[int] = set()  # turns that were only a noise or a backchannel
         self._replies = ReplyActivity()  # what the agent is saying, from the output's frames
+        self._preemptive = options.preemptive
+        self._draft: _Draft | None = None
 
     async def on_system(self, frame: SystemFrame) -> None:
         self._replies.observe(frame)
         if isinstance(frame, AgentChangedFrame):
             self._adopt(frame.options)
+        elif isinstance(frame, InterruptionFrame) and self._draft is not None:
+            draft = self._draft  # discarded from code (session.interrupt()): it is gone
+            if frame.id > draft.announced and frame.affects(draft.reply_id, True):
+                self._draft = None
+                self._rt.metrics.discard(draft.turn_id, draft.reply_id)
 
     def _adopt(self, options: AgentOptions) -> None:
         """Another agent's turn-taking. The durations and barge-in switch at once; the mode
@@ -119,6 +144,7 @@ class EndpointerNode(Node):
             self._opts = endpointing
         self._barge_opts = options.barge_in
         self._backchannels = [normalize(b) for b in self._barge_opts.backchannels]
+        self._preemptive = options.preemptive
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -146,11 +172,14 @@ class EndpointerNode(Node):
                         self._pause.text = frame.end_probability
                     else:
                         self._score(self._score_text(frame.text))
+                    await self._prepare_reply(frame)
 
     async def _speech_started(self, ts: float) -> None:
         self._speaking = True
         self._cancel_scoring()
         self._pause = _Pause()
+        if self._draft is not None and self._draft.turn_id == self._turn_id:
+            await self._discard_draft(ts, "the user went on speaking")
         if self._turn_id is None:
             self._turn_id = self._rt.new_turn_id()
             self._turn_start = ts
@@ -243,22 +272,68 @@ class EndpointerNode(Node):
                 await self._resume(frame.ts)
         if not frame.text or frame.turn_id in self._dropped:
             self._dropped.discard(frame.turn_id)
+            if self._draft is not None and self._draft.turn_id == frame.turn_id:
+                await self._discard_draft(frame.ts, "no user turn after all")
             self._rt.metrics.finish(frame.turn_id)
             return
         await self._user_turn(frame.turn_id, frame.text, frame.ts, speech_end, pause, reason)
 
     async def _user_turn(self, turn_id: int, text: str, ts: float, speech_end: float,
                          pause: _Pause, reason: str) -> None:
-        self._rt.events.emit(UserTurnEvent(ts=ts, text=text, turn_id=turn_id,
+        draft = self._draft
+        if draft is not None and (draft.turn_id, draft.words) != (turn_id, normalize(text)):
+            await self._discard_draft(ts, "the turn ended with other words")
+            draft = None
+        self._draft = None
+        reply_id = turn_id if draft is None else draft.reply_id
+        self._rt.events.emit(UserTurnEvent(ts=ts, text=text, turn_id=turn_id, reply_id=reply_id,
                                            audio_score=pause.audio, text_score=pause.text,
                                            reason=reason))
         if self._replies.interruptible:
             # A new turn supersedes a reply still in progress.
             await self._interrupt(ts, "new user turn")
+        if draft is not None:  # the reply has begun: commit it (its audio plays at once)
+            self._rt.metrics.link(turn_id, reply_id)
+            self._rt.metrics.mark(turn_id, "user_turn", ts)
+            await self.broadcast(ReplyStartedFrame(ts=ts, reply_id=reply_id, source="draft",
+                                                   turn_id=turn_id))
+            return
         # The reply to a turn has the turn's id.
-        await self.broadcast(ReplyStartedFrame(ts=ts, reply_id=turn_id, source="turn"))
+        self._rt.metrics.mark(turn_id, "user_turn", ts)
+        await self.broadcast(ReplyStartedFrame(ts=ts, reply_id=turn_id, source="turn",
+                                               turn_id=turn_id))
         await self.emit(UserTurnFrame(ts=ts, text=text, turn_id=turn_id, reply_id=turn_id,
                                       speech_end_ts=speech_end))
+
+    # -- preemptive replies ---------------------------------------------------------------
+
+    async def _prepare_reply(self, frame: TranscriptFrame) -> None:
+        """Start a draft reply to the words decoded at this pause (replacing a draft for
+        other words)."""
+        words = normalize(frame.text)
+        if not self._preemptive or not words or (
+                self._barge is not None and not self._has_words(frame.text)):
+            return  # a backchannel over the agent is no turn to answer
+        if self._draft is not None:
+            if self._draft.words == words:
+                return
+            await self._discard_draft(frame.ts, "the words changed")
+        assert self._turn_id is not None
+        reply_id = self._rt.new_turn_id()
+        start = DraftStartedFrame(ts=frame.ts, reply_id=reply_id, turn_id=self._turn_id)
+        self._draft = _Draft(reply_id, self._turn_id, words, start.id)
+        await self.broadcast(start)
+        await self.emit(UserTurnFrame(ts=frame.ts, text=frame.text, turn_id=self._turn_id,
+                                      reply_id=reply_id,
+                                      speech_end_ts=self._speech_end or frame.ts))
+
+    async def _discard_draft(self, ts: float, reason: str) -> None:
+        draft, self._draft = self._draft, None
+        assert draft is not None
+        self._rt.metrics.discard(draft.turn_id, draft.reply_id)
+        await self.broadcast(InterruptionFrame(ts=ts, reason=f"draft discarded: {reason}",
+                                               replies=frozenset({draft.reply_id}),
+                                               force=True))
 
     # -- barge-in -------------------------------------------------------------------------
 

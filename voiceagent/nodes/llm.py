@@ -9,6 +9,11 @@ The agent is the workflow's active one at each round (``workflow.py``): a tool t
 conversation on makes the next round the new agent's, in the same reply (or the new agent's
 greeting ends the reply). A tool waiting for a task leaves the reply to go on without it;
 its result joins its agent's conversation when the task returns.
+
+A draft reply (preemptive, see the endpointer) is generated like any other, but the
+conversation learns of it only at its commit: until then the user's words go to the LLM
+outside the context, what it says is not kept, and a tool call waits for the commit (a
+discarded draft is cancelled, so its tools never run).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from ..frames import (
     PlayoutFinishedFrame,
     ReplyEnd,
     ReplyGeneratingFrame,
+    ReplyStartedFrame,
     SystemFrame,
     UserTurnFrame,
 )
 from ..graph import Node
 from ..race import race
+from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 from ..tools import ToolContext
 from ..workflow import Workflow
@@ -47,6 +54,10 @@ class LLMNode(Node):
         self._replies: dict[int, tuple[ChatContext, ChatMessage]] = {}
         #: reply -> when its first text came, while it is generated
         self._first_text: dict[int, float] = {}
+        #: draft -> the user's message and what it said so far, which join the conversation
+        #: when it is committed
+        self._drafts: dict[int, tuple[ChatMessage, list[str]]] = {}
+        self._activity = ReplyActivity()
 
     async def process(self, frame: DataFrame) -> None:
         if not isinstance(frame, UserTurnFrame):
@@ -55,8 +66,13 @@ class LLMNode(Node):
         turn = frame.reply_id
         start = self._rt.clock.now()
         await self.broadcast(ReplyGeneratingFrame(ts=frame.ts, reply_id=turn))
-        self._flow.context.add(ChatMessage("user", frame.text))
+        user = ChatMessage("user", frame.text)
         said: list[str] = []  # the reply's words, whichever agents said them
+        draft = turn in self._activity.drafts
+        if draft:
+            self._drafts[turn] = (user, said)
+        else:
+            self._flow.context.add(user)
         opts = self._flow.agent.options
         finished = False
         try:
@@ -73,9 +89,24 @@ class LLMNode(Node):
             self._rt.events.emit(StageEvent(ts=self._rt.clock.now(), stage="llm", turn_id=turn,
                                             start=start, first=self._first_text.pop(turn, None),
                                             cancelled=not finished))
+        end = ReplyEnd(ts=self._rt.clock.now(), reply_id=turn, text="".join(said))
+        try:
+            if draft:  # its last clause is synthesised (and held) while the turn is open
+                await self.emit(end)
+            await self._activity.committed(turn)
+        finally:
+            self._drafts.pop(turn, None)
         self._rt.events.emit(AgentTextEvent(ts=self._rt.clock.now(), text="".join(said),
                                             final=True, turn_id=turn))
-        await self.emit(ReplyEnd(ts=self._rt.clock.now(), reply_id=turn, text="".join(said)))
+        if not draft:
+            await self.emit(end)
+
+    def _commit(self, turn: int) -> None:
+        """A draft was committed: it joins the conversation with what it has said so far."""
+        user, said = self._drafts.pop(turn)
+        self._flow.context.add(user)
+        if said:
+            self._remember(turn, "".join(said))
 
     async def _generate(self, turn: int, said: list[str]) -> None:
         self._rt.metrics.mark(turn, "llm_request", self._rt.clock.now())
@@ -96,7 +127,10 @@ class LLMNode(Node):
             offered = [t.schema for t in agent.tools] if round_ < rounds else []
             choice = agent.tool_choice if offered and force else None
             force = False
-            stream = self._flow.llm.chat(context.messages(), offered,
+            messages = context.messages()
+            if turn in self._drafts:  # the draft's words, outside the conversation
+                messages.append(self._drafts[turn][0])
+            stream = self._flow.llm.chat(messages, offered,
                                          **({"tool_choice": choice} if choice else {}))
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 while True:
@@ -111,6 +145,7 @@ class LLMNode(Node):
                         await self._say(turn, said, delta.text)
             if not calls:
                 return
+            await self._activity.committed(turn)  # a draft's tools run once it is committed
             request = ChatMessage("assistant", "", tool_calls=calls)
             context.add(request)
             results: list[ChatMessage] = []
@@ -137,14 +172,19 @@ class LLMNode(Node):
         now = self._rt.clock.now()
         self._rt.metrics.mark(turn, "llm_first_token", now)
         self._first_text.setdefault(turn, now)
+        if turn not in self._drafts:  # a draft's words are kept from its commit
+            self._remember(turn, text)
+        said.append(text)
+        await self.emit(LLMTextFrame(ts=now, text=text, reply_id=turn))
+
+    def _remember(self, turn: int, text: str) -> None:
+        """Add ``text`` to the reply's assistant message in the active conversation."""
         context = self._flow.context
         held = self._replies.get(turn)
         if held is None or held[0] is not context:  # the first words, or a new agent's
             held = self._replies[turn] = (context, ChatMessage("assistant", ""))
             context.add(held[1])
         held[1].content += text
-        said.append(text)
-        await self.emit(LLMTextFrame(ts=now, text=text, reply_id=turn))
 
     async def _run_tool(self, turn: int, call: ToolCall, agent: Agent,
                         context: ChatContext) -> ChatMessage | None:
@@ -180,7 +220,10 @@ class LLMNode(Node):
         return ChatMessage("tool", result, tool_call_id=call.id, name=call.name)
 
     async def on_system(self, frame: SystemFrame) -> None:
-        if isinstance(frame, PlayoutFinishedFrame):
+        self._activity.observe(frame)
+        if isinstance(frame, ReplyStartedFrame) and frame.reply_id in self._drafts:
+            self._commit(frame.reply_id)
+        elif isinstance(frame, PlayoutFinishedFrame):
             held = self._replies.pop(frame.reply_id, None)
             if held is not None and frame.interrupted:
                 held[0].cut_to_heard(held[1], frame.heard_text)

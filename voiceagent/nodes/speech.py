@@ -4,6 +4,10 @@ completes.
 The first audio waits only for the first sentence (or clause), not for the whole reply. Each
 reply has a chunker of its own: replies in progress at once (a ``say()`` while the LLM talks)
 take turns at sentence boundaries and never mix their words.
+
+A draft reply (preemptive, see the endpointer) has its first chunk synthesised while the
+user's turn is still open; its next chunks wait for the commit, so a discarded draft costs
+the TTS one clause at most.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..frames import (
     TextChunkFrame,
 )
 from ..graph import Node
+from ..replies import ReplyActivity
 from ..runtime import SessionRuntime
 
 
@@ -73,8 +78,12 @@ class TTSNode(Node):
         self._tts = tts
         self._timeout = options.tts_timeout
         self._rt = runtime
+        self._activity = ReplyActivity()
+        self._drafts_voiced: set[int] = set()  # pending drafts whose first chunk is done
 
     async def on_system(self, frame: SystemFrame) -> None:
+        self._activity.observe(frame)
+        self._drafts_voiced &= self._activity.drafts.keys()
         if isinstance(frame, AgentChangedFrame):  # the new agent's voice, from its next chunk
             self._tts = frame.tts or self._tts
             self._timeout = frame.options.tts_timeout
@@ -83,6 +92,10 @@ class TTSNode(Node):
         if not isinstance(frame, TextChunkFrame):
             await self.emit(frame)
             return
+        if frame.reply_id in self._drafts_voiced:
+            await self._activity.committed(frame.reply_id)
+        elif frame.reply_id in self._activity.drafts:
+            self._drafts_voiced.add(frame.reply_id)
         self._rt.metrics.mark(frame.reply_id, "tts_request", frame.ts)
         start = self._rt.clock.now()
         stream = self._tts.synthesize(frame.text)

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from ..events import (
     BargeInEvent,
+    DraftEvent,
     ErrorEvent,
     Event,
     MetricsEvent,
@@ -62,6 +63,9 @@ class PrometheusMetrics:
         self.turns = Counter("voiceagent_user_turns", "User turns answered", registry=r)
         self.replies = Counter("voiceagent_replies", "Replies finished, by who asked and how "
                                "they ended", ["source", "outcome"], registry=r)
+        self.drafts = Counter("voiceagent_drafts", "Preemptive draft replies, by what became "
+                              "of them (started, committed, discarded): discarded per "
+                              "committed is the work wasted on guesses", ["action"], registry=r)
         self.interruptions = Counter("voiceagent_interruptions",
                                      "Barge-ins that stopped the agent", registry=r)
         self.false_interruptions = Counter(
@@ -130,6 +134,8 @@ class _SessionCounter:
             m.tool_calls.labels(str(event.error).lower()).inc()
         elif isinstance(event, UserTurnEvent):
             m.turns.inc()
+        elif isinstance(event, DraftEvent):
+            m.drafts.labels(event.action).inc()
         elif isinstance(event, BargeInEvent):
             if event.action == "interrupted":
                 m.interruptions.inc()

@@ -105,6 +105,7 @@ class _SessionTrace:
         self._turns: dict[int, Span] = {}
         self._turn_ends: dict[int, float] = {}  # the end-of-turn decision, for a dropped turn
         self._answered: set[int] = set()  # turns with a reply
+        self._answers: dict[int, int] = {}  # reply -> the turn it answers
         self._replies: dict[int, Span] = {}
         #: every turn's and reply's span, ended or not: a stage that reports after its reply
         #: was cut (the cancelled generation) still belongs to it
@@ -172,9 +173,12 @@ class _SessionTrace:
                                self._session.agent.options.endpointing.mode}
                         ).end(end_time=self._ns(ts))
         elif isinstance(frame, ReplyStartedFrame):
-            turn = frame.reply_id if frame.source == "turn" else None
+            turn = frame.turn_id
+            if turn is None and frame.source == "turn":
+                turn = frame.reply_id
             if turn is not None:
                 self._answered.add(turn)
+                self._answers[frame.reply_id] = turn
             parent = self._turns.get(turn, self._root) if turn is not None else self._root
             span = self._start("voiceagent.reply", ts, parent, **{
                 "voiceagent.reply.id": frame.reply_id, "voiceagent.reply.source": frame.source,
@@ -208,7 +212,9 @@ class _SessionTrace:
                                                 "voiceagent.reply.heard_words"]},
                             timestamp=end)
         reply.end(end_time=end)
-        self._end_turn(frame.reply_id, frame.ts)  # a turn ends when its answer does
+        turn = self._answers.pop(frame.reply_id, None)
+        if turn is not None:
+            self._end_turn(turn, frame.ts)  # a turn ends when its answer does
 
     # -- from the events ------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """Base nodes for transports: an audio source and a paced audio sink with a playout clock.
 
 The sink is where a reply is heard: it announces the start and the end of each reply's
-playout (with the words heard) as system frames, which every other stage reads.
+playout (with the words heard) as system frames, which every other stage reads. It also holds
+the audio of a draft reply (made while the user's turn was still open) until the draft is
+committed, then queues it at once; a discarded draft's audio is dropped unheard.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ..frames import (
     PlayoutPauseFrame,
     PlayoutStartedFrame,
     ReplyEnd,
+    ReplyFrame,
+    ReplyStartedFrame,
     SystemFrame,
 )
 from ..graph import Node
@@ -242,6 +246,8 @@ class AudioSinkNode(Node):
         self.activity = ReplyActivity()
         #: called with every frame handed out (at ``rate``): exactly what the user heard
         self.taps: list[AudioTap] = []
+        #: pending draft -> its frames so far, queued when it is committed
+        self._draft_frames: dict[int, list[ReplyFrame]] = {}
 
     async def write(self, samples: np.ndarray, ts: float) -> None:
         raise NotImplementedError
@@ -251,7 +257,9 @@ class AudioSinkNode(Node):
             self.spawn(self._pace(), "playout")
 
     async def process(self, frame: DataFrame) -> None:
-        if isinstance(frame, AgentAudioFrame):
+        if isinstance(frame, ReplyFrame) and frame.reply_id in self.activity.drafts:
+            self._draft_frames.setdefault(frame.reply_id, []).append(frame)
+        elif isinstance(frame, AgentAudioFrame):
             if frame.reply_id not in self.activity.live:
                 return  # interrupted while this was in flight, or a draft: never played
             if self._resampler is None or self._resampler.src_rate != frame.sample_rate:
@@ -291,8 +299,20 @@ class AudioSinkNode(Node):
             await self.write(await self.next_frame(t), t)
 
     async def on_system(self, frame: SystemFrame) -> None:
+        # a draft's discard leaves what is heard (or paused for a barge-in) as it is
+        only_drafts = (isinstance(frame, InterruptionFrame) and frame.replies is not None
+                       and bool(frame.replies) and frame.replies <= self.activity.drafts.keys())
+        committed = (self._draft_frames.pop(frame.reply_id, [])
+                     if isinstance(frame, ReplyStartedFrame) else [])
         self.activity.observe(frame)
-        if isinstance(frame, PlayoutPauseFrame):
+        for draft in [d for d in self._draft_frames if d not in self.activity.drafts]:
+            del self._draft_frames[draft]  # discarded
+        if only_drafts:
+            return
+        if isinstance(frame, ReplyStartedFrame):  # a draft's commit: what it has plays now
+            for held in committed:
+                await self.process(held)
+        elif isinstance(frame, PlayoutPauseFrame):
             self.buffer.paused = frame.paused
         elif isinstance(frame, InterruptionFrame):
             await self._interrupt(frame)

@@ -73,12 +73,25 @@ function onEvent(event) {
       setState(event.state);
       break;
     case "metrics": {
-      const m = event.metrics, li = agentBubbles.get(m.turn_id);
+      const m = event.metrics, li = agentBubbles.get(event.reply_id ?? m.turn_id);
       if (li && m.voice_to_voice != null) {
         const parts = [`${m.voice_to_voice.toFixed(2)} s to first audio`];
         if (m.llm_ttft != null) parts.push(`LLM ${m.llm_ttft.toFixed(2)} s`);
         if (m.tts_ttfa != null) parts.push(`TTS ${m.tts_ttfa.toFixed(2)} s`);
         addMeta(li, parts.join(" · "));
+      }
+      break;
+    }
+    case "latency_breakdown": {  // where the wait went, stage by stage
+      const li = agentBubbles.get(event.reply_id);
+      if (li) {
+        const ms = (s) => `${Math.round(s * 1000)}`;
+        let text = `end ${ms(event.endpointing)} · stt ${ms(event.stt_final)} · ` +
+          `llm ${ms(event.llm_first_token)} · clause ${ms(event.first_clause)} · ` +
+          `tts ${ms(event.tts_first_audio)} · out ${ms(event.output)} ms`;
+        if (event.draft) text += ` · draft saved ${ms(event.draft_saved)} ms`;
+        if (event.drafts_discarded) text += ` · ${event.drafts_discarded} draft(s) dropped`;
+        addMeta(li, text);
       }
       break;
     }
