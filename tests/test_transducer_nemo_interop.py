@@ -14,6 +14,7 @@ Tolerances (float32 throughout):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -90,3 +91,30 @@ def test_nemo_model_loads_and_matches_nemo(name, audio):
     assert expected, "the recorded model emits tokens"
     assert hyp.tokens == expected  # NeMo's encoder output, our greedy decoding
     assert tokens == expected  # our whole streaming path from audio
+
+
+async def test_nemo_front_end_streams_batched_in_any_pieces(audio):
+    """Pre-emphasis and the centring lead carry per stream: streams fed in different piece
+    sizes and batched together decode exactly as the clip fed whole."""
+    from voiceagent_plugins.transducer.engine import TransducerEngine
+
+    model = load_nemo(DATA / "fastconformer_tdt.nemo")
+    engine = TransducerEngine(model, "tdt", max_batch=4, max_wait_ms=20)
+
+    async def run(piece: int) -> list[int]:
+        stream = engine.stream()
+        try:
+            for start in range(0, len(audio), piece):
+                await stream.feed(audio[start:start + piece])
+            return await stream.feed(np.zeros(0, np.float32), flush=True)
+        finally:
+            stream.close()
+
+    results = await asyncio.gather(*(run(p) for p in (320, 701, 4096)))
+    assert max(engine.batch_sizes) > 1
+    whole = engine.stream()
+    try:
+        expected = await whole.feed(audio, flush=True)
+    finally:
+        whole.close()
+    assert expected and results == [expected] * 3
