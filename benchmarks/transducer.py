@@ -10,14 +10,22 @@
   ``int8`` repeats the default chunk with dynamic int8 quantisation.
 * ``decoding``: greedy RNN-T vs TDT on the same encoder output: joint calls and decode time.
 * ``batching``: one batched encoder+decoder step for N streams (all replaying the first
-  clip); ``streams_real_time`` is the
-  largest N whose step fits in the chunk's duration on this machine (one CPU thread unless
+  clip); ``throughput`` = N x chunk / step, the streams one thread keeps in real time when
+  they are batched N at a time (the throughput curve); ``streams_real_time`` is the largest N
+  whose step fits in the chunk's duration on this machine (one CPU thread unless
   ``--threads``).
+* ``engine``: N streams fed concurrently through the engine (``max_batch`` N) in 20 ms
+  pieces, as fast as possible: ``throughput`` = N x clip duration / wall time, the streams in
+  real time the whole path sustains (features per piece, the hop to the worker thread,
+  batching), not just the model step; ``mean_batch`` = average streams per model call.
+
+``load`` is the machine's load average before and after (it is shared).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -92,7 +100,7 @@ def decoding_figures(args, audios) -> dict:
 
 def batching_figures(args, audios, chunk_ms: int) -> dict:
     """N streams all saying the first clip (caches filling as in real use): median time of
-    one batched encoder + greedy decoding step."""
+    one batched encoder + greedy decoding step over ``--runs`` replays."""
     import torch
 
     from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
@@ -106,20 +114,54 @@ def batching_figures(args, audios, chunk_ms: int) -> dict:
     decoder = GreedyDecoder(model, tdt=bool(model.cfg.durations))
     rows = []
     for n in args.batches:
-        state = EncoderState.stack([model.encoder.init_state(1) for _ in range(n)])
-        hyps = [decoder.initial() for _ in range(n)]
         times = []
-        with torch.inference_mode():
-            for feats in chunks:
-                t0 = time.perf_counter()
-                enc, state = model.encoder.stream(feats.expand(n, -1, -1), state)
-                decoder.decode(model.joint.enc(enc), hyps)
-                times.append(time.perf_counter() - t0)
-        step_ms = 1000 * float(np.median(times[1:] or times))
+        for _ in range(args.runs):
+            state = EncoderState.stack([model.encoder.init_state(1) for _ in range(n)])
+            hyps = [decoder.initial() for _ in range(n)]
+            with torch.inference_mode():
+                for i, feats in enumerate(chunks):
+                    t0 = time.perf_counter()
+                    enc, state = model.encoder.stream(feats.expand(n, -1, -1), state)
+                    decoder.decode(model.joint.enc(enc), hyps)
+                    if i:  # the first step of a run warms up
+                        times.append(time.perf_counter() - t0)
+        step_ms = 1000 * float(np.median(times))
         rows.append({"streams": n, "step_ms": round(step_ms, 2),
-                     "real_time": step_ms < chunk_ms})
+                     "throughput": int(n * chunk_ms / step_ms), "real_time": step_ms < chunk_ms})
     capacity = max([r["streams"] for r in rows if r["real_time"]], default=0)
     return {"chunk_ms": chunk_ms, "steps": rows, "streams_real_time": capacity}
+
+
+def engine_figures(args, audios) -> list[dict]:
+    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
+    from voiceagent_plugins.transducer.engine import TransducerEngine
+
+    model = load(args.checkpoint or SHIPPED)
+    audio, rows = audios[0], []
+
+    async def run(engine: TransducerEngine) -> None:
+        stream = engine.stream()
+        try:
+            for i in range(0, len(audio), PIECE):
+                await stream.feed(audio[i:i + PIECE])
+            await stream.feed(np.zeros(0, np.float32), flush=True)
+        finally:
+            stream.close()
+
+    async def streams(engine: TransducerEngine, n: int) -> None:
+        await asyncio.gather(*(run(engine) for _ in range(n)))
+
+    for n in args.engine_streams:
+        engine = TransducerEngine(model, "tdt", max_batch=n)
+        asyncio.run(streams(engine, 1))  # warm-up
+        engine.batch_sizes.clear()
+        t0 = time.perf_counter()
+        asyncio.run(streams(engine, n))
+        wall = time.perf_counter() - t0
+        rows.append({"streams": n, "wall_s": round(wall, 2),
+                     "throughput": round(n * len(audio) / 16_000 / wall, 1),
+                     "mean_batch": round(float(np.mean(engine.batch_sizes)), 1)})
+    return rows
 
 
 def main() -> None:
@@ -128,29 +170,43 @@ def main() -> None:
     p.add_argument("--chunks-ms", type=int, nargs="+", default=[80, 160, 320, 640])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 64, 128, 256])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--engine-streams", type=int, nargs="+", default=[1, 4, 16, 64])
+    p.add_argument("--only", nargs="+", choices=["chunks", "decoding", "batching", "engine"],
+                   default=["chunks", "decoding", "batching", "engine"])
     args = p.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     selected = clips(args)
     audios = [load_audio(c.path, 16_000) for c in selected]
+    load = [round(x, 2) for x in os.getloadavg()]
     figures = {
-        "clips": [c.name for c in selected], "threads": args.threads,
+        "clips": [c.name for c in selected], "threads": args.threads, "cpus": os.cpu_count(),
         "chunks": [chunk_figures(args, audios, ms) for ms in args.chunks_ms]
-        + [chunk_figures(args, audios, 160, quantize=True)],
-        "decoding": decoding_figures(args, audios),
-        "batching": [batching_figures(args, audios, ms) for ms in (160, 640)],
+        + [chunk_figures(args, audios, 160, quantize=True)] if "chunks" in args.only else [],
+        "decoding": decoding_figures(args, audios) if "decoding" in args.only else None,
+        "batching": [batching_figures(args, audios, ms) for ms in (160, 640)]
+        if "batching" in args.only else [],
+        "engine": engine_figures(args, audios) if "engine" in args.only else [],
     }
-    lines = ["chunk_ms int8   rtf  ms/chunk  first_partial_s"]
+    figures["load"] = {"before": load, "after": [round(x, 2) for x in os.getloadavg()]}
+    lines = ["chunk_ms int8   rtf  ms/chunk  first_partial_s"] if figures["chunks"] else []
     lines += [f"{c['chunk_ms']:>8} {str(c['int8']):>5} {c['rtf']:.3f} {c['ms_per_chunk']:>8} "
               f"{c['first_partial_s']}" for c in figures["chunks"]]
-    d = figures["decoding"]
-    lines.append(f"\ngreedy rnnt: {d['rnnt']['joint_calls']} joint calls, "
-                 f"{d['rnnt']['decode_ms']} ms; tdt: {d['tdt']['joint_calls']} joint calls, "
-                 f"{d['tdt']['decode_ms']} ms")
+    if d := figures["decoding"]:
+        lines.append(f"\ngreedy rnnt: {d['rnnt']['joint_calls']} joint calls, "
+                     f"{d['rnnt']['decode_ms']} ms; tdt: {d['tdt']['joint_calls']} joint calls, "
+                     f"{d['tdt']['decode_ms']} ms")
     for b in figures["batching"]:
-        steps = ", ".join(f"{r['streams']}: {r['step_ms']} ms" for r in b["steps"])
+        steps = ", ".join(f"{r['streams']}: {r['step_ms']} ms ({r['throughput']} real-time)"
+                          for r in b["steps"])
         lines.append(f"\nbatch step at {b['chunk_ms']} ms chunks ({steps}); streams in real "
                      f"time: {b['streams_real_time']}")
+    if figures["engine"]:
+        lines.append("\nengine, streams at once: " + ", ".join(
+            f"{r['streams']}: {r['throughput']} real-time (batch {r['mean_batch']})"
+            for r in figures["engine"]))
+    lines.append(f"\nload average before {figures['load']['before']}, after "
+                 f"{figures['load']['after']} on {figures['cpus']} CPUs")
     emit(figures, args.json, "\n".join(lines))
 
 

@@ -40,6 +40,9 @@ class ModelConfig:
     conv_norm: str = "layer_norm"  # or "batch_norm" (NeMo's default)
     subsampling_channels: int = 64
     subsampling_factor: int = 8
+    # frequency padding (low, high) of the stride-2 convs: NeMo's causal_downsampling pads
+    # (2, 1) like time, our own models (1, 1)
+    subsampling_freq_pad: list[int] = field(default_factory=lambda: [1, 1])
     xscaling: bool = True
     chunk_frames: int = 2  # attention chunk in encoder frames (80 ms each): the look-ahead
     left_context: int = 32  # encoder frames before a chunk that attention sees
@@ -70,9 +73,10 @@ class ConvSubsampling(nn.Module):
         for _ in range(steps - 1):
             layers += [nn.Conv2d(c, c, 3, stride=2, groups=c), nn.Conv2d(c, c, 1), nn.ReLU()]
         self.conv = nn.Sequential(*layers)
+        self.freq_pad = tuple(cfg.subsampling_freq_pad)
         freq = cfg.n_mels
         for _ in range(steps):
-            freq = (freq - 1) // 2 + 1
+            freq = (freq + sum(self.freq_pad) - 3) // 2 + 1
         self.out = nn.Linear(c * freq, cfg.d_model)
         self.strided = [m for m in self.conv if isinstance(m, nn.Conv2d) and m.stride[0] == 2]
         for m in self.conv:  # variance-preserving init: the default shrinks the signal ~3x
@@ -84,7 +88,7 @@ class ConvSubsampling(nn.Module):
         caches, freq = [], n_mels
         for conv in self.strided:
             caches.append(conv.weight.new_zeros(batch, conv.in_channels, 2, freq))
-            freq = (freq - 1) // 2 + 1
+            freq = (freq + sum(self.freq_pad) - 3) // 2 + 1
         return caches
 
     def forward(self, feats: torch.Tensor, cache: list[torch.Tensor]
@@ -95,7 +99,7 @@ class ConvSubsampling(nn.Module):
             if isinstance(layer, nn.Conv2d) and layer.stride[0] == 2:
                 x = torch.cat([cache[i], x], dim=2)  # the time padding is the previous frames
                 new_cache.append(x[:, :, -2:])
-                x = F.conv2d(F.pad(x, (1, 1, 0, 0)), layer.weight, layer.bias, stride=2,
+                x = F.conv2d(F.pad(x, (*self.freq_pad, 0, 0)), layer.weight, layer.bias, stride=2,
                              groups=layer.groups)
                 i += 1
             else:

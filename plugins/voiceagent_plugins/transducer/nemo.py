@@ -14,29 +14,38 @@ NeMo key                                         ours
 ``encoder.layers.N.{norm_self_att,norm_conv,norm_out}.*``                   same
 ``decoder.prediction.embed.weight``              same (blank last, used as start symbol)
 ``decoder.prediction.dec_rnn.lstm.*``            same
-``joint.{enc,pred}.*``, ``joint.joint_net.2.*``  same; TDT duration logits follow the tokens
-``preprocessor.*``                               dropped (we compute our own log-mels)
+``joint.{enc,pred}.*``, ``joint.joint_net.N.*``  ``joint_net.2`` (N = 1 when NeMo's joint
+                                                 dropout is 0); TDT duration logits follow
+``preprocessor.featurizer.{window,fb}``          the front end's window and Slaney filterbank
 (none)                                           ``encoder.feat_mean``/``feat_std`` = 0 / 1
 ===============================================  ===========================================
 
-What is *not* reproduced: NeMo's feature pipeline (pre-emphasis, Slaney mel, per-utterance
-normalisation, which cannot stream) and its symmetric subsampling padding for models trained
-without ``causal_downsampling``. The weights load exactly; transcripts of a pretrained NeMo
-model will degrade accordingly until a NeMo-compatible front end is added.
+The front end is NeMo's (pre-emphasis, centred STFT, its window and filterbank, additive log
+guard; ``features.py``), computed incrementally, and equal to NeMo's preprocessor
+(``tests/test_transducer_nemo_interop.py``). Not reproduced: per-utterance feature
+normalisation (``normalize: per_feature``, parakeet's offline models; it cannot stream, NeMo's
+cache-aware streaming models use ``NA``) and the symmetric subsampling padding and
+full-context convolutions of models trained without ``causal_downsampling`` /
+``conv_context_size: causal``. Such models load, but transcribe worse than in NeMo.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import re
 import tarfile
 from pathlib import Path
 
 import torch
 import yaml
 
+from .features import LogMel
 from .model import ModelConfig, Transducer
 
 _CONFIG, _WEIGHTS = "model_config.yaml", "model_weights.ckpt"
+_JOINT_OUT = re.compile(r"^joint\.joint_net\.\d+\.")  # the last Linear, after ReLU [Dropout]
+log = logging.getLogger(__name__)
 
 
 def _members(path: Path) -> dict[str, bytes]:
@@ -80,11 +89,37 @@ def config_from_nemo(cfg: dict, vocabulary: list[str], separator: str) -> ModelC
         conv_kernel=enc.get("conv_kernel_size", 31),
         conv_norm=enc.get("conv_norm_type", "batch_norm"),
         subsampling_channels=d_model if channels in (-1, None) else channels,
-        subsampling_factor=enc.get("subsampling_factor", 8), xscaling=enc.get("xscaling", True),
+        subsampling_factor=enc.get("subsampling_factor", 8),
+        subsampling_freq_pad=[2, 1] if enc.get("causal_downsampling") else [1, 1],
+        xscaling=enc.get("xscaling", True),
         chunk_frames=max(right, 0) + 1, left_context=left if left >= 0 else 128,
         pred_hidden=dec["prednet"]["pred_hidden"], pred_layers=dec["prednet"].get(
             "pred_rnn_layers", 1),
         joint_hidden=joint["jointnet"]["joint_hidden"], durations=list(durations))
+
+
+def front_end(pre: dict, weights: dict[str, torch.Tensor]) -> LogMel:
+    """NeMo's ``AudioToMelSpectrogramPreprocessor`` settings and buffers -> our ``LogMel``."""
+    rate = pre.get("sample_rate", 16_000)
+    if rate != 16_000:
+        raise ValueError(f"only 16 kHz NeMo models are supported, not {rate}")
+    unsupported = {k: pre.get(k) for k, ok in (("log", True), ("mag_power", 2.0),
+                                               ("frame_splicing", 1), ("exact_pad", False),
+                                               ("log_zero_guard_type", "add"))
+                   if pre.get(k, ok) != ok}
+    guard = pre.get("log_zero_guard_value", 2 ** -24)
+    if unsupported or isinstance(guard, str):
+        raise ValueError(f"unsupported NeMo preprocessor settings: {unsupported or guard}")
+    if pre.get("normalize", "per_feature") not in ("NA", None, "none"):
+        log.warning("NeMo preprocessor normalize=%s is per utterance and cannot stream; "
+                    "features are used unnormalised", pre.get("normalize", "per_feature"))
+    window, fbank = (weights.get(f"preprocessor.featurizer.{k}") for k in ("window", "fb"))
+    if window is None or fbank is None:
+        raise ValueError("the checkpoint lacks preprocessor.featurizer.window / .fb")
+    hop = pre.get("n_window_stride") or round(pre.get("window_stride", 0.01) * rate)
+    n_fft = 2 * (fbank.shape[-1] - 1)  # fb: (1, n_mels, n_fft // 2 + 1)
+    return LogMel(fbank.shape[1], len(window), hop, n_fft, preemph=pre.get("preemph") or 0.0,
+                  centred=True, log_guard=float(guard), window=window, fbank=fbank[0].T)
 
 
 def load_nemo(path: str | Path) -> Transducer:
@@ -95,10 +130,13 @@ def load_nemo(path: str | Path) -> Transducer:
     vocabulary, separator = _vocabulary(cfg, files)
     model = Transducer(config_from_nemo(cfg, vocabulary, separator))
     weights = torch.load(io.BytesIO(files[_WEIGHTS]), map_location="cpu", weights_only=True)
-    weights = {k: v for k, v in weights.items() if not k.startswith("preprocessor.")}
+    features = front_end(cfg.get("preprocessor", {}), weights)
+    weights = {_JOINT_OUT.sub("joint.joint_net.2.", k): v for k, v in weights.items()
+               if not k.startswith("preprocessor.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.endswith(("feat_mean", "feat_std"))]
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
+    model.features = features
     return model.eval()

@@ -18,14 +18,19 @@ class ChunkFeeder:
     def __init__(self, model: Transducer, chunk: int) -> None:
         self.model, self.chunk = model, chunk
         self.feature_frames = chunk * model.cfg.subsampling_factor
-        self._audio = np.zeros(0, np.float32)
+        self._audio = np.zeros(model.features.lead, np.float32)
+        self._previous = 0.0  # last raw sample pushed (pre-emphasis of the next piece)
         self._feats: list[torch.Tensor] = []
         self._pending = 0
 
     def push(self, samples: np.ndarray) -> list[torch.Tensor]:
         """New chunks ``(feature_frames, n_mels)`` made ready by ``samples``."""
         fe = self.model.features
-        self._audio = np.concatenate([self._audio, samples.astype(np.float32, copy=False)])
+        samples = samples.astype(np.float32, copy=False)
+        emphasised = fe.emphasise(samples, self._previous)
+        if len(samples):
+            self._previous = float(samples[-1])
+        self._audio = np.concatenate([self._audio, emphasised])
         n = fe.frames(len(self._audio))
         if n:
             framed = torch.from_numpy(self._audio[: fe.win + (n - 1) * fe.hop]).to(
