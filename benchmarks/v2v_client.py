@@ -42,7 +42,7 @@ from cli_server import free_port, voiceagent_serve  # noqa: E402
 from llm_server import LlamaServer  # noqa: E402
 
 from voiceagent.audio import load_audio  # noqa: E402
-from voiceagent_eval.webrtc_client import time_reply  # noqa: E402
+from voiceagent_eval.webrtc_client import TimedReply, time_reply  # noqa: E402
 
 SETTLE = 1.0  # seconds between measurements: the last replies' work is cancelled by then
 PIPECAT_PYTHON = Path("/work/venv-pipecat/bin/python")
@@ -100,11 +100,11 @@ def pipecat_bot(python: Path, llm_url: str) -> Iterator[str]:
 
 
 async def measure(targets: dict[str, str], audio: dict, callers: list[int], runs: int,
-                  verbose: bool) -> dict[str, dict[int, list[float | None]]]:
-    """Every target's latencies (None: unanswered) per number of callers at once."""
+                  verbose: bool) -> dict[str, dict[int, list[TimedReply]]]:
+    """Every target's replies per number of callers at once."""
     names = list(audio)
-    results: dict[str, dict[int, list[float | None]]] = {t: {k: [] for k in callers}
-                                                          for t in targets}
+    results: dict[str, dict[int, list[TimedReply]]] = {t: {k: [] for k in callers}
+                                                       for t in targets}
     order = list(targets)
     for k in callers:
         for run in range(runs):
@@ -113,10 +113,9 @@ async def measure(targets: dict[str, str], audio: dict, callers: list[int], runs
                 for target in order:
                     replies = await asyncio.gather(*(time_reply(targets[target], audio[name])
                                                      for name in group))
-                    values = [r.voice_to_voice for r in replies]
-                    results[target][k] += values
+                    results[target][k] += replies
                     if verbose:
-                        shown = " ".join(ms(v, 5) for v in values)
+                        shown = " ".join(ms(r.voice_to_voice, 5) for r in replies)
                         print(f"K={k} run {run + 1} {target:10} {','.join(group)}: {shown}",
                               file=sys.stderr, flush=True)
                     await asyncio.sleep(SETTLE)
@@ -124,11 +123,15 @@ async def measure(targets: dict[str, str], audio: dict, callers: list[int], runs
     return results
 
 
-def summary(values: list[float | None]) -> dict:
-    answered = [v for v in values if v is not None]
-    return {"calls": len(values), "answered": len(answered), "median": median(answered),
+def summary(replies: list[TimedReply]) -> dict:
+    answered = [r.voice_to_voice for r in replies if r.voice_to_voice is not None]
+    return {"calls": len(replies), "answered": len(answered), "median": median(answered),
             "worst": round(max(answered), 4) if answered else None,
-            "latencies": [None if v is None else round(v, 3) for v in values]}
+            # the parts' medians, where the server reported its own figure (voiceagent)
+            **{part: median([getattr(r, part) for r in replies])
+               for part in ("inbound", "server", "outbound")},
+            "latencies": [None if r.voice_to_voice is None else round(r.voice_to_voice, 3)
+                          for r in replies]}
 
 
 def main() -> None:
@@ -169,7 +172,7 @@ def main() -> None:
                      "callers": {str(k): {t: summary(results[t][k]) for t in targets}
                                  for k in args.callers}}
     lines = [f"{'callers':>7} {'side':10} {'answered':>9} {'median':>7} {'worst':>7} "
-             f"{'ratio':>6}"]
+             f"{'ratio':>6} {'inbound':>7} {'server':>7} {'outbound':>8}"]
     for k in args.callers:
         rows = figures["callers"][str(k)]
         base = rows.get("pipecat", {}).get("median")
@@ -177,8 +180,10 @@ def main() -> None:
             ratio = (f"{row['median'] / base:6.2f}" if base and row["median"] is not None
                      and target != "pipecat" else f"{'':6}")
             lines.append(f"{k:7} {target:10} {row['answered']:4}/{row['calls']:<4} "
-                         f"{ms(row['median'])} {ms(row['worst'])} {ratio}")
-    lines.append("(ms; ratio: voiceagent's median over Pipecat's)")
+                         f"{ms(row['median'])} {ms(row['worst'])} {ratio} "
+                         f"{ms(row['inbound'])} {ms(row['server'])} {ms(row['outbound'], 8)}")
+    lines.append("(ms; ratio: voiceagent's median over Pipecat's; inbound, server, outbound: "
+                 "medians of the parts where the server reports its own voice-to-voice)")
     emit(figures, args.json, "\n".join(lines))
 
 

@@ -13,11 +13,11 @@ import asyncio
 import fractions
 import json
 import time
+from dataclasses import dataclass, field
 
 import av
 import httpx
 import numpy as np
-from dataclasses import dataclass, field
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -124,6 +124,20 @@ async def webrtc_session(base_url: str, samples: np.ndarray, *, timeout: float =
         await asyncio.gather(*listeners, return_exceptions=True)
 
 
+def _split(total: float, first: float, speech_end: float,
+           metrics: list[tuple[float, float | None]],
+           heard: list[tuple[float, float]]) -> TimedReply:
+    """``total`` with its parts where the server's metrics of this turn arrived."""
+    served = next(((t, v2v) for t, v2v in metrics if speech_end < t <= first and v2v), None)
+    if served is None:
+        return TimedReply(total, heard=heard)
+    arrival, server = served
+    assert server is not None
+    outbound = first - arrival
+    return TimedReply(total, inbound=total - server - outbound, server=server,
+                      outbound=outbound, heard=heard)
+
+
 async def _listen(track: MediaStreamTrack, heard: list[tuple[float, float]] | None = None
                   ) -> None:
     """Take the agent's audio as a browser would (the server paces it for a listener);
@@ -141,9 +155,19 @@ async def _listen(track: MediaStreamTrack, heard: list[tuple[float, float]] | No
 
 @dataclass
 class TimedReply:
-    """One caller's turn: ``voice_to_voice`` in seconds, None when no reply was heard."""
+    """One caller's turn: ``voice_to_voice`` in seconds, None when no reply was heard.
+
+    From a voiceagent server, whose data channel carries the turn's metrics event at the
+    moment its first audio frame goes to the track, it splits into ``inbound`` (the speech's
+    end reaching the server's VAD), ``server`` (the server's own voice-to-voice, from the
+    VAD's end of speech to that frame) and ``outbound`` (that frame to the client hearing
+    it); None where the server sent no metrics (Pipecat).
+    """
 
     voice_to_voice: float | None
+    inbound: float | None = None
+    server: float | None = None
+    outbound: float | None = None
     #: (arrival time.monotonic(), dBFS) of every agent frame received
     heard: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
@@ -156,10 +180,18 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
     pc = RTCPeerConnection()
     mic = ClipTrack(samples, lead)
     heard: list[tuple[float, float]] = []
+    metrics: list[tuple[float, float | None]] = []  # (arrival, server voice-to-voice)
     listeners: list[asyncio.Task] = []
+
+    def on_message(raw: str | bytes) -> None:
+        event = json.loads(raw)
+        if isinstance(event, dict) and event.get("type") == "metrics":
+            metrics.append((time.monotonic(), event["metrics"].get("voice_to_voice")))
+
     try:
         pc.addTrack(mic)
-        pc.createDataChannel("events")  # both servers expect one; neither needs its messages
+        # Pipecat's bot expects a data channel too (and sends nothing we read on it)
+        pc.createDataChannel("events").on("message", on_message)
         pc.on("track", lambda track: listeners.append(asyncio.create_task(
             _listen(track, heard))))
         restrict_host_addresses(pc, ["127.0.0.1"])
@@ -179,7 +211,7 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
                           if t > mic.speech_end and level > HEARD_DBFS), None)
             if first is not None:
                 await asyncio.sleep(linger)
-                return TimedReply(first - mic.speech_end, heard)
+                return _split(first - mic.speech_end, first, mic.speech_end, metrics, heard)
             if time.monotonic() > mic.speech_end + timeout:
                 break
         return TimedReply(None, heard)
@@ -188,3 +220,17 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
         for task in listeners:
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
+
+
+def _split(total: float, first: float, speech_end: float,
+           metrics: list[tuple[float, float | None]],
+           heard: list[tuple[float, float]]) -> TimedReply:
+    """``total`` with its parts where the server's metrics of this turn arrived."""
+    served = next(((t, v2v) for t, v2v in metrics if speech_end < t <= first and v2v), None)
+    if served is None:
+        return TimedReply(total, heard=heard)
+    arrival, server = served
+    assert server is not None
+    outbound = first - arrival
+    return TimedReply(total, inbound=total - server - outbound, server=server,
+                      outbound=outbound, heard=heard)
