@@ -5,16 +5,25 @@ Inbound Opus arrives decoded as 48 kHz s16 frames (often stereo even from a mono
 :class:`AgentAudioTrack` is the track the browser hears: its ``recv()`` is paced on the
 session clock and pulls one 20 ms frame at a time from :class:`WebRTCAudioOutput`, silence
 when the agent is quiet, so the browser gets a steady stream with no bursts.
+
+Inbound, :func:`release_packets_promptly` replaces aiortc's audio jitter buffer, which holds
+four packets (80 ms) back for smooth playout, with one that passes each packet on at once:
+the agent never plays that audio, and the wait only delayed the end of the user's speech
+reaching the VAD.
 """
 
 from __future__ import annotations
 
 import fractions
+import logging
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
 
 from ..audio import to_mono_float
 from ..clock import SessionClock
@@ -28,6 +37,45 @@ WEBRTC_RATE = 48_000
 #: Opus DTX); this long without one means the browser is gone (closed without hanging up,
 #: network lost).
 INPUT_TIMEOUT = 5.0
+#: where aiortc 1.x keeps a receiver's jitter buffer (a name-mangled private attribute)
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+
+log = logging.getLogger(__name__)
+
+
+class PromptJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer for the caller's audio, releasing each packet as it arrives.
+
+    An audio packet is a whole Opus frame and the agent never plays the caller's audio, so
+    there is nothing to smooth: aiortc's audio buffer holds four packets back (80 ms), which
+    only delays the end of the user's speech reaching the VAD. A packet no newer than one
+    already released (reordered, duplicated) is dropped, 20 ms the VAD and STT do without; a
+    lost one is not waited for (LiveAudioInput stamps audio as it comes and fills stalls).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self._last: int | None = None  # sequence number of the last packet released
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._last is not None:
+            ahead = uint16_add(packet.sequence_number, -self._last)
+            if ahead == 0 or ahead >= 0x8000:  # the same or an older one (mod 2**16)
+                return False, None
+        self._last = packet.sequence_number
+        # the receiver has put the depayloaded codec data on the packet
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+
+
+def release_packets_promptly(receiver: RTCRtpReceiver) -> bool:
+    """Give an audio receiver a :class:`PromptJitterBuffer`; False (and a warning) where this
+    aiortc keeps no buffer where expected: the audio then arrives ~80 ms later, as before."""
+    if not isinstance(getattr(receiver, _JITTER_BUFFER, None), JitterBuffer):
+        log.warning("this aiortc has no receiver jitter buffer at %s: the inbound audio keeps "
+                    "its default delay", _JITTER_BUFFER)
+        return False
+    setattr(receiver, _JITTER_BUFFER, PromptJitterBuffer())
+    return True
 
 
 class WebRTCAudioInput(LiveAudioInput):
