@@ -15,6 +15,9 @@ server's inbound path, end of turn, the models and the outbound track.
 medians and the worst over all of them, per K. A caller with no reply within 20 s counts as
 unanswered.
 
+``--baseline CHECKOUT``: also ``voiceagent serve`` from another checkout (its code, this
+agent), measured in turn with the others: a before/after of a change in one run.
+
 ``--pipecat``: also a Pipecat 1.14 bot (benchmarks/pipecat_bot.py, run with
 ``--pipecat-python``, default /work/venv-pipecat/bin/python) with the same models: Silero
 VAD and its default Smart Turn stop strategy, faster-whisper tiny.en segmented, SmolLM2 through
@@ -119,7 +122,7 @@ async def measure(targets: dict[str, str], audio: dict, callers: list[int], runs
                         print(f"K={k} run {run + 1} {target:10} {','.join(group)}: {shown}",
                               file=sys.stderr, flush=True)
                     await asyncio.sleep(SETTLE)
-                order.reverse()  # alternate which side goes first
+                order = order[1:] + order[:1]  # each side goes first in turn
     return results
 
 
@@ -146,6 +149,9 @@ def main() -> None:
                    help="also measure a Pipecat 1.14 bot with the same models (implies "
                         "--llm-server)")
     p.add_argument("--pipecat-python", type=Path, default=PIPECAT_PYTHON)
+    p.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                   help="also measure voiceagent as another checkout has it (e.g. before a "
+                        "change), interleaved like Pipecat")
     p.add_argument("--verbose", action="store_true", help="every measurement on stderr")
     args = p.parse_args()
     selected = clips(args)
@@ -155,10 +161,12 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         targets: dict[str, str] = {}
-        serve_args: list[str] = []
-        if args.llm_server or args.pipecat:
+        # room for K callers while the last measurement's sessions are still closing
+        serve_args = ["--max-sessions", str(2 * max(args.callers))]
+        llm_server = args.llm_server or args.pipecat
+        if llm_server:
             llm_url = stack.enter_context(llama_server())
-            serve_args = ["--llm", "openai", "--llm-option", f"base_url={llm_url}",
+            serve_args += ["--llm", "openai", "--llm-option", f"base_url={llm_url}",
                           "--llm-option", "model=smollm2"]
             serve_args += [a for o in LLM_OPTIONS for a in ("--llm-option", o)]
             if args.pipecat:
@@ -166,9 +174,13 @@ def main() -> None:
                     pipecat_bot(args.pipecat_python, llm_url))
         url, _ = stack.enter_context(voiceagent_serve(args.agent, *serve_args))
         targets = {"voiceagent": f"{url}/api/offer", **targets}
+        if args.baseline:
+            url, _ = stack.enter_context(voiceagent_serve(
+                args.agent, *serve_args, checkout=args.baseline.resolve()))
+            targets["baseline"] = f"{url}/api/offer"
         results = asyncio.run(measure(targets, audio, args.callers, args.runs, args.verbose))
 
-    figures: dict = {"runs": args.runs, "clips": list(audio), "llm_server": bool(serve_args),
+    figures: dict = {"runs": args.runs, "clips": list(audio), "llm_server": llm_server,
                      "callers": {str(k): {t: summary(results[t][k]) for t in targets}
                                  for k in args.callers}}
     lines = [f"{'callers':>7} {'side':10} {'answered':>9} {'median':>7} {'worst':>7} "
@@ -182,7 +194,7 @@ def main() -> None:
             lines.append(f"{k:7} {target:10} {row['answered']:4}/{row['calls']:<4} "
                          f"{ms(row['median'])} {ms(row['worst'])} {ratio} "
                          f"{ms(row['inbound'])} {ms(row['server'])} {ms(row['outbound'], 8)}")
-    lines.append("(ms; ratio: voiceagent's median over Pipecat's; inbound, server, outbound: "
+    lines.append("(ms; ratio: the median over Pipecat's; inbound, server, outbound: "
                  "medians of the parts where the server reports its own voice-to-voice)")
     emit(figures, args.json, "\n".join(lines))
 

@@ -199,7 +199,8 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
         async with httpx.AsyncClient(timeout=30) as http:
             res = await http.post(offer_url, json={"sdp": pc.localDescription.sdp,
                                                    "type": "offer"})
-        res.raise_for_status()
+        if res.status_code != 200:  # refused (e.g. too many sessions): not answered
+            return TimedReply(None, heard=heard)
         answer = res.json()
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         give_up = time.monotonic() + 10 + lead + len(samples) / PCM_RATE + timeout
