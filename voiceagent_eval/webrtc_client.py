@@ -184,9 +184,14 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
     listeners: list[asyncio.Task] = []
 
     def on_message(raw: str | bytes) -> None:
-        event = json.loads(raw)
-        if isinstance(event, dict) and event.get("type") == "metrics":
-            metrics.append((time.monotonic(), event["metrics"].get("voice_to_voice")))
+        # Anything that raises here would end aiortc's DTLS transport, media included:
+        # Pipecat sends messages of its own.
+        try:
+            event = json.loads(raw)
+            if isinstance(event, dict) and event.get("type") == "metrics":
+                metrics.append((time.monotonic(), event["metrics"]["voice_to_voice"]))
+        except (ValueError, TypeError, KeyError):
+            pass
 
     try:
         pc.addTrack(mic)
