@@ -220,7 +220,7 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
                 return _split(first - mic.speech_end, first, mic.speech_end, metrics, heard)
             if time.monotonic() > mic.speech_end + timeout:
                 break
-        return TimedReply(None, heard)
+        return TimedReply(None, heard=heard)
     finally:
         await pc.close()
         for task in listeners:
