@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -23,14 +24,18 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def voiceagent_serve(agent_file: str, *args: str, startup_timeout: float = 180.0,
-                     output: int | None = subprocess.DEVNULL
+                     output: int | None = subprocess.DEVNULL, checkout: Path = REPO
                      ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start the server, wait until /health answers, yield its URL and process; stop it."""
+    """Start the server, wait until /health answers, yield its URL and process; stop it.
+    ``checkout``: whose code it runs (default: this one)."""
+    env = None
+    if checkout != REPO:
+        env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'plugins'}"}
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "voiceagent.cli", "serve", agent_file, "--port", str(port),
          "--ice-host-address", "127.0.0.1", *args],
-        cwd=REPO, stdout=output, stderr=subprocess.STDOUT, text=True)
+        cwd=checkout, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout

@@ -45,3 +45,18 @@ async def test_a_small_delay_is_caught_up_to_keep_the_rate():
     time.sleep(0.05)  # late by less than MAX_LAG: the timeline holds
     dues = [await pacer.tick() for _ in range(5)]
     assert dues[0] == first + PERIOD and abs(dues[-1] - (first + 5 * PERIOD)) < 1e-9
+
+
+async def test_a_wake_ends_the_wait_early_and_the_timeline_goes_on_from_there():
+    """A sender's first sound after silence goes out when it comes, not at the next tick."""
+    import asyncio
+
+    clock = SessionClock()
+    pacer = Pacer(clock, PERIOD, MAX_LAG)
+    wake = asyncio.Event()
+    first = await pacer.tick(wake)
+    asyncio.get_running_loop().call_later(0.005, wake.set)
+    woken = await pacer.tick(wake)
+    assert woken - first < PERIOD * 0.75  # without the wake: exactly one period
+    after = await pacer.tick(wake)  # already set: an ordinary tick, one period on
+    assert abs(after - woken - PERIOD) < 1e-9

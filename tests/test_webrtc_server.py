@@ -148,6 +148,39 @@ async def test_the_outbound_track_is_paced_and_a_cut_reply_fades():
     assert not after[480:].any()  # then silence
 
 
+async def test_the_first_audio_after_silence_does_not_wait_for_the_next_tick():
+    """Audio queued while the track sends silence goes out at once (the timeline restarts
+    there), and a pause fades what was playing."""
+    from voiceagent.clock import SessionClock
+    from voiceagent.events import EventBus
+    from voiceagent.frames import AgentAudioFrame, PlayoutPauseFrame, ReplyStartedFrame
+    from voiceagent.metrics import MetricsTracker
+    from voiceagent.runtime import SessionRuntime
+    from voiceagent.transports.webrtc import AgentAudioTrack
+
+    bus = EventBus("t")
+    rt = SessionRuntime("t", SessionClock(), bus, MetricsTracker(bus))
+    out = WebRTCAudioOutput(rt)
+    track = AgentAudioTrack(out, rt.clock)
+    sent: list[tuple[float, bool]] = []
+    out.taps.append(lambda samples, ts: sent.append((ts, bool(samples.any()))))
+    await out.on_system(ReplyStartedFrame(reply_id=1))
+    for _ in range(3):
+        await track.recv()  # silence
+    waiting = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.004)  # the next tick is ~16 ms away
+    tone = (0.5 * np.sin(np.arange(48_000) * 2 * np.pi * 440 / 48_000)).astype(np.float32)
+    await out.process(AgentAudioFrame(samples=tone, sample_rate=48_000, reply_id=1, text="hi",
+                                      chunk_end=True))
+    await waiting
+    (quiet, _), (loud, audible) = sent[-2:]
+    assert audible and loud - quiet < 0.016  # the tick alone: 0.02
+    await out.on_system(PlayoutPauseFrame(paused=True))
+    paused = (await track.recv()).to_ndarray()[0].astype(np.float32) / 32768
+    assert np.abs(paused[:120]).max() > 0.2 and np.abs(paused[460:480]).max() < 0.03
+    assert not paused[480:].any()
+
+
 def test_voiceagent_serve_cli_serves_and_logs_events(tmp_path):
     """The command line as the README gives it: models load, the page is served, and every
     session's events land in --events tagged with their session id."""

@@ -9,7 +9,10 @@ end would hear as a glitch and its jitter buffer would have to throw away.
 
 from __future__ import annotations
 
+import asyncio
+
 from .clock import SessionClock
+from .race import race
 
 
 class Pacer:
@@ -21,12 +24,20 @@ class Pacer:
         self.max_lag = max_lag
         self._due: float | None = None
 
-    async def tick(self) -> float:
-        """Wait for the next tick; returns when it was due on the session clock."""
+    async def tick(self, wake: asyncio.Event | None = None) -> float:
+        """Wait for the next tick; returns when it was due on the session clock.
+
+        ``wake`` set before then ends the wait early and the timeline goes on from there:
+        a sender's first sound after silence need not wait out the rest of a period (the far
+        end sees one packet come early, never a burst)."""
         now = self.clock.now()
         if self._due is None or now - self._due > self.max_lag:
             self._due = now
         due = self._due
-        await self.clock.sleep_until(due)
+        if wake is not None and due > now and not wake.is_set():
+            await race(self.clock.sleep_until(due), wake.wait())
+            due = min(due, self.clock.now())
+        else:
+            await self.clock.sleep_until(due)
         self._due = due + self.period
         return due

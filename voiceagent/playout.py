@@ -117,6 +117,19 @@ class PlayoutBuffer:
                 self._queue.popleft()
         return out, events
 
+    def peek(self, n: int) -> np.ndarray:
+        """The next ``n`` queued samples (silence after them), left queued and unheard."""
+        out = np.zeros(n, dtype=np.float32)
+        filled = 0
+        for item in self._queue:
+            if filled == n:
+                break
+            if isinstance(item, _Audio):
+                take = min(n - filled, len(item.samples) - item.played)
+                out[filled:filled + take] = item.samples[item.played:item.played + take]
+                filled += take
+        return out
+
     def heard_text(self, reply_id: int) -> str:
         """Words of ``reply_id`` played so far: whole chunks, then what was heard of the
         chunk in progress."""

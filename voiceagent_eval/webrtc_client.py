@@ -1,5 +1,11 @@
 """An independent WebRTC caller (aiortc, not our server code): speaks a clip into
-``/api/offer``'s session and listens for the agent's reply, as a browser would."""
+``/api/offer``'s session and listens for the agent's reply, as a browser would.
+
+:func:`time_reply` measures client-side voice-to-voice on any server that answers an SDP
+offer posted as ``{"sdp", "type"}`` JSON (``voiceagent serve``, the Pipecat bot of
+``benchmarks/pipecat_bot.py``): from the moment the frame holding the clip's last voiced
+sample was handed to the WebRTC stack to the first received agent frame above a level.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,12 @@ import asyncio
 import fractions
 import json
 import time
+from dataclasses import dataclass, field
 
 import av
 import httpx
 import numpy as np
+
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -18,6 +26,23 @@ from voiceagent.transports.ice import restrict_host_addresses
 
 PCM_RATE = 16_000
 FRAME = 320  # 20 ms
+#: a frame is speech when within this of the clip's loudest frame (recordings differ in level)
+SPEECH_RANGE_DB = 35.0
+#: a received frame louder than this is the agent speaking (Piper speaks at a steady level)
+HEARD_DBFS = -40.0
+
+
+def frame_dbfs(samples: np.ndarray) -> float:
+    """RMS level of float samples (full scale 1.0) in dBFS."""
+    return 20 * np.log10(float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) + 1e-9)
+
+
+def last_voiced_sample(samples: np.ndarray) -> int:
+    """Index just past the clip's last 20 ms frame within SPEECH_RANGE_DB of its loudest."""
+    levels = [frame_dbfs(samples[i:i + FRAME]) for i in range(0, len(samples), FRAME)]
+    floor = max(levels) - SPEECH_RANGE_DB
+    last = max(i for i, level in enumerate(levels) if level > floor)
+    return min(len(samples), (last + 1) * FRAME)
 
 
 class ClipTrack(MediaStreamTrack):
@@ -29,9 +54,13 @@ class ClipTrack(MediaStreamTrack):
     def __init__(self, samples: np.ndarray, lead: float = 0.5) -> None:
         super().__init__()
         speech = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
-        self._pcm = np.concatenate([np.zeros(int(lead * PCM_RATE), np.int16), speech])
+        silence = int(lead * PCM_RATE)
+        self._pcm = np.concatenate([np.zeros(silence, np.int16), speech])
+        self._voiced_end = silence + last_voiced_sample(samples)
         self._sent = 0
         self._start: float | None = None
+        #: time.monotonic() when the frame holding the last voiced sample went out
+        self.speech_end: float | None = None
 
     async def recv(self) -> av.AudioFrame:
         if self._start is None:
@@ -45,6 +74,8 @@ class ClipTrack(MediaStreamTrack):
         frame.sample_rate = PCM_RATE
         frame.pts = self._sent
         frame.time_base = fractions.Fraction(1, PCM_RATE)
+        if self._sent < self._voiced_end <= self._sent + FRAME:
+            self.speech_end = time.monotonic()
         self._sent += FRAME
         return frame
 
@@ -93,10 +124,119 @@ async def webrtc_session(base_url: str, samples: np.ndarray, *, timeout: float =
         await asyncio.gather(*listeners, return_exceptions=True)
 
 
-async def _listen(track: MediaStreamTrack) -> None:
-    """Take the agent's audio as a browser would (the server paces it for a listener)."""
+def _split(total: float, first: float, speech_end: float,
+           metrics: list[tuple[float, float | None]],
+           heard: list[tuple[float, float]]) -> TimedReply:
+    """``total`` with its parts where the server's metrics of this turn arrived."""
+    served = next(((t, v2v) for t, v2v in metrics if speech_end < t <= first and v2v), None)
+    if served is None:
+        return TimedReply(total, heard=heard)
+    arrival, server = served
+    assert server is not None
+    outbound = first - arrival
+    return TimedReply(total, inbound=total - server - outbound, server=server,
+                      outbound=outbound, heard=heard)
+
+
+async def _listen(track: MediaStreamTrack, heard: list[tuple[float, float]] | None = None
+                  ) -> None:
+    """Take the agent's audio as a browser would (the server paces it for a listener);
+    note each frame's arrival time and level in ``heard``."""
     try:
         while True:
-            await track.recv()
+            frame = await track.recv()
+            if heard is not None:
+                assert isinstance(frame, av.AudioFrame)
+                pcm = frame.to_ndarray().astype(np.float32) / 32768
+                heard.append((time.monotonic(), frame_dbfs(pcm)))
     except MediaStreamError:
         pass
+
+
+@dataclass
+class TimedReply:
+    """One caller's turn: ``voice_to_voice`` in seconds, None when no reply was heard.
+
+    From a voiceagent server, whose data channel carries the turn's metrics event at the
+    moment its first audio frame goes to the track, it splits into ``inbound`` (the speech's
+    end reaching the server's VAD), ``server`` (the server's own voice-to-voice, from the
+    VAD's end of speech to that frame) and ``outbound`` (that frame to the client hearing
+    it); None where the server sent no metrics (Pipecat).
+    """
+
+    voice_to_voice: float | None
+    inbound: float | None = None
+    server: float | None = None
+    outbound: float | None = None
+    #: (arrival time.monotonic(), dBFS) of every agent frame received
+    heard: list[tuple[float, float]] = field(default_factory=list, repr=False)
+
+
+async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
+                     timeout: float = 20.0, linger: float = 0.5) -> TimedReply:
+    """Call ``offer_url``, speak ``samples`` after ``lead`` seconds of silence and time the
+    agent's first audio after the last voiced sample; hang up ``linger`` seconds after it
+    (or ``timeout`` seconds after the speech without one)."""
+    pc = RTCPeerConnection()
+    mic = ClipTrack(samples, lead)
+    heard: list[tuple[float, float]] = []
+    metrics: list[tuple[float, float | None]] = []  # (arrival, server voice-to-voice)
+    listeners: list[asyncio.Task] = []
+
+    def on_message(raw: str | bytes) -> None:
+        # Anything that raises here would end aiortc's DTLS transport, media included:
+        # Pipecat sends messages of its own.
+        try:
+            event = json.loads(raw)
+            if isinstance(event, dict) and event.get("type") == "metrics":
+                metrics.append((time.monotonic(), event["metrics"]["voice_to_voice"]))
+        except (ValueError, TypeError, KeyError):
+            pass
+
+    try:
+        pc.addTrack(mic)
+        # Pipecat's bot expects a data channel too (and sends nothing we read on it)
+        pc.createDataChannel("events").on("message", on_message)
+        pc.on("track", lambda track: listeners.append(asyncio.create_task(
+            _listen(track, heard))))
+        restrict_host_addresses(pc, ["127.0.0.1"])
+        await pc.setLocalDescription(await pc.createOffer())
+        async with httpx.AsyncClient(timeout=30) as http:
+            res = await http.post(offer_url, json={"sdp": pc.localDescription.sdp,
+                                                   "type": "offer"})
+        if res.status_code != 200:  # refused (e.g. too many sessions): not answered
+            return TimedReply(None, heard=heard)
+        answer = res.json()
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        give_up = time.monotonic() + 10 + lead + len(samples) / PCM_RATE + timeout
+        while time.monotonic() < give_up:  # 10 s to connect, then the clip and the wait
+            await asyncio.sleep(0.02)
+            if mic.speech_end is None:
+                continue
+            first = next((t for t, level in heard
+                          if t > mic.speech_end and level > HEARD_DBFS), None)
+            if first is not None:
+                await asyncio.sleep(linger)
+                return _split(first - mic.speech_end, first, mic.speech_end, metrics, heard)
+            if time.monotonic() > mic.speech_end + timeout:
+                break
+        return TimedReply(None, heard=heard)
+    finally:
+        await pc.close()
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+
+
+def _split(total: float, first: float, speech_end: float,
+           metrics: list[tuple[float, float | None]],
+           heard: list[tuple[float, float]]) -> TimedReply:
+    """``total`` with its parts where the server's metrics of this turn arrived."""
+    served = next(((t, v2v) for t, v2v in metrics if speech_end < t <= first and v2v), None)
+    if served is None:
+        return TimedReply(total, heard=heard)
+    arrival, server = served
+    assert server is not None
+    outbound = first - arrival
+    return TimedReply(total, inbound=total - server - outbound, server=server,
+                      outbound=outbound, heard=heard)

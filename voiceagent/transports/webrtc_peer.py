@@ -32,7 +32,13 @@ from ..events import ErrorEvent, Event
 from ..race import race
 from ..session import AgentSession
 from .ice import restrict_host_addresses
-from .webrtc import INPUT_TIMEOUT, AgentAudioTrack, WebRTCAudioInput, WebRTCAudioOutput
+from .webrtc import (
+    INPUT_TIMEOUT,
+    AgentAudioTrack,
+    WebRTCAudioInput,
+    WebRTCAudioOutput,
+    release_packets_promptly,
+)
 from .webrtc_offer import OfferError, check_offer
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,9 @@ class WebRTCPeer:
         if self._mic is None:
             raise OfferError("the offer sends no audio (its audio m-line is recvonly or "
                              "inactive): add a microphone track", 422)
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "audio":  # before any packet arrives
+                release_packets_promptly(transceiver.receiver)
         restrict_host_addresses(self.pc, self.host_addresses)
         session = AgentSession(self.agent, self._make_input, WebRTCAudioOutput,
                                session_id=self.session_id, backends=self.backends)
