@@ -33,15 +33,13 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from common import REPO, clips, emit, median, ms, parser
 
 sys.path.insert(0, str(REPO / "tests"))
-from cli_server import free_port, voiceagent_serve  # noqa: E402
+from cli_server import free_port, stop, voiceagent_serve, wait_healthy  # noqa: E402
 from llm_server import LlamaServer  # noqa: E402
 
 from voiceagent.audio import load_audio  # noqa: E402
@@ -78,27 +76,10 @@ def pipecat_bot(python: Path, llm_url: str) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the Pipecat bot exited with {proc.returncode} "
-                                   "(set PIPECAT_LOG=FILE to see why)")
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Pipecat bot did not come up")
-            time.sleep(0.2)
+        wait_healthy(url, proc, "the Pipecat bot (set PIPECAT_LOG=FILE to see why)", 120)
         yield f"{url}/api/offer"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

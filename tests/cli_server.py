@@ -38,23 +38,32 @@ def voiceagent_serve(agent_file: str, *args: str, startup_timeout: float = 180.0
         cwd=checkout, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"voiceagent serve exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("voiceagent serve did not come up")
-            time.sleep(0.2)
+        wait_healthy(url, proc, "voiceagent serve", startup_timeout)
         yield url, proc
     finally:
-        proc.terminate()
+        stop(proc)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, name: str, timeout: float) -> None:
+    """Until ``url``/health answers 200; a clear error if ``proc`` exits or it takes too long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not come up")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -143,7 +143,13 @@ async def webrtc_soak(base_url: str, server_pid: int, clips: Sequence[Clip], *, 
                 if health["sessions"] == 0:
                     break
                 await asyncio.sleep(0.1)
-        rss, threads, fds = proc_figures(server_pid)
-        return rss, threads, fds, health["tasks"]
+        # the least of a few readings over a second: a closed peer's sockets and the health
+        # request's own connection take a moment to go, a leak stays
+        readings = []
+        for _ in range(5):
+            readings.append(proc_figures(server_pid))
+            await asyncio.sleep(0.2)
+        rss = readings[-1][0]
+        return rss, min(r[1] for r in readings), min(r[2] for r in readings), health["tasks"]
 
     return await _soak(sessions, every, parallel, one, figures, progress)

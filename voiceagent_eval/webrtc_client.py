@@ -124,20 +124,6 @@ async def webrtc_session(base_url: str, samples: np.ndarray, *, timeout: float =
         await asyncio.gather(*listeners, return_exceptions=True)
 
 
-def _split(total: float, first: float, speech_end: float,
-           metrics: list[tuple[float, float | None]],
-           heard: list[tuple[float, float]]) -> TimedReply:
-    """``total`` with its parts where the server's metrics of this turn arrived."""
-    served = next(((t, v2v) for t, v2v in metrics if speech_end < t <= first and v2v), None)
-    if served is None:
-        return TimedReply(total, heard=heard)
-    arrival, server = served
-    assert server is not None
-    outbound = first - arrival
-    return TimedReply(total, inbound=total - server - outbound, server=server,
-                      outbound=outbound, heard=heard)
-
-
 async def _listen(track: MediaStreamTrack, heard: list[tuple[float, float]] | None = None
                   ) -> None:
     """Take the agent's audio as a browser would (the server paces it for a listener);
