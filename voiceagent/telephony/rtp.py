@@ -309,6 +309,7 @@ class RtpAudioInput(LiveAudioInput):
     never sends audio, or a caller that vanished without a BYE."""
 
     transport = "sip"
+    fills_gaps = False  # the jitter buffer already plays silence on the clock
 
     def __init__(self, endpoint: RtpEndpoint, runtime: SessionRuntime, *,
                  timeout: float = RTP_INPUT_TIMEOUT) -> None:

@@ -142,8 +142,14 @@ class LiveAudioInput(AudioSourceNode):
     """
 
     #: how late the next frame may be before its place is filled with silence: past the
-    #: jitter of a healthy feed, well under the pause that ends a turn
-    STALL_SECONDS = 0.1
+    #: jitter of a healthy feed and the lag of a busy event loop (a gap filled in the middle
+    #: of speech reads as a pause and can end the turn), at the cost of answering a client
+    #: that stopped sending ~0.1 s later than one that sends its silence
+    STALL_SECONDS = 0.3
+    #: False for a feed paced on the session clock itself (the RTP input plays silence for
+    #: missing packets): a late frame there is the event loop's lag, not a stall, and must not
+    #: become silence in the middle of speech
+    fills_gaps = True
     #: who sends the audio, for the reason the input ends on a timeout
     peer = "the peer"
 
@@ -171,14 +177,18 @@ class LiveAudioInput(AudioSourceNode):
         receiving = asyncio.ensure_future(self.receive())
         try:
             while True:
-                due = self.t + FRAME_SECONDS + self.STALL_SECONDS
-                if self.input_timeout is not None:
-                    due = min(due, heard + self.input_timeout)
-                await race(asyncio.shield(receiving), clock.sleep_until(due))
+                dues = [heard + self.input_timeout] if self.input_timeout is not None else []
+                if self.fills_gaps:
+                    dues.append(self.t + FRAME_SECONDS + self.STALL_SECONDS)
+                if dues:
+                    await race(asyncio.shield(receiving), clock.sleep_until(min(dues)))
+                else:
+                    await asyncio.wait([receiving])
                 if not receiving.done():
                     if self._timed_out(heard):
                         return
-                    after_gap = await self._fill_gap() or after_gap
+                    if self.fills_gaps:
+                        after_gap = await self._fill_gap() or after_gap
                     continue
                 piece = receiving.result()
                 if piece is None:
