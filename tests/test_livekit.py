@@ -183,7 +183,9 @@ async def livekit_finals(model: stt.STT, audio: np.ndarray) -> list[str]:
 @pytest.mark.slow
 async def test_the_transducer_as_a_livekit_stt():
     """The shipped phone-command transducer (docs/transducer.md) behind the same LiveKit STT,
-    on held-out synthetic phrases of its domain (its backend test measured WER 0.079)."""
+    on held-out synthetic phrases of its domain (its backend test measured WER 0.079). About
+    26 words: one wrong word moves the WER by 0.04, and Piper's sampling varies the audio
+    from run to run, so the bound only says the model hears its domain."""
     pytest.importorskip("piper")
     from voiceagent_eval.wer import pooled_wer
     from voiceagent_plugins.transducer.synth import synthesize
@@ -194,7 +196,7 @@ async def test_the_transducer_as_a_livekit_stt():
         quiet = np.zeros(PIPELINE_RATE // 2, np.float32)
         finals = await livekit_finals(model, np.concatenate([quiet, utterance.audio, quiet]))
         pairs.append((utterance.text, " ".join(finals)))
-    assert pooled_wer(pairs) <= 0.2, pairs
+    assert pooled_wer(pairs) <= 0.3, pairs
 
 
 async def test_our_vad_dates_livekits_speech_events(speech_dir):
