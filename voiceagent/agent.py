@@ -92,7 +92,12 @@ class BargeInOptions(BaseModel):
     ignore_backchannels: bool = True
     backchannels: list[str] = Field(default_factory=lambda: [
         "mm", "mhm", "mmhmm", "mm-hmm", "hmm", "uh-huh", "uh", "um", "yeah", "yep", "yes",
-        "right", "okay", "ok", "sure", "i see", "got it", "alright", "cool", "nice", "wow"])
+        "right", "okay", "ok", "sure", "i see", "got it", "alright", "cool", "nice", "wow", "oh",
+        "ah", "aha", "huh", "hm", "mmm", "really", "exactly", "true", "makes sense",
+        "make sense", "all right", "totally", "gotcha"])
+    #: speech over the agent that stopped before it was confirmed, and whose words the
+    #: recogniser is less sure of than this, is taken for a backchannel or a noise (0: off)
+    unsure_confidence: float = Field(0.35, ge=0.0, le=1.0)
     #: a pause with no confirmed words resumes the agent after this long
     resume_after: float = Field(1.0, ge=0.0)
 

@@ -59,6 +59,9 @@ class Transcript:
     #: how likely the speaker finished a sentence where the audio stops, by the recogniser's
     #: own model (None: it cannot tell); the hybrid endpointer prefers it to a text model
     end_probability: float | None = None
+    #: how sure the recogniser is of the words: the geometric mean of their tokens'
+    #: probabilities (None: it cannot tell)
+    confidence: float | None = None
 
 
 @runtime_checkable

@@ -87,6 +87,8 @@ class TranscriptFrame(DataFrame):
     at_pause: bool = False
     #: the recogniser's probability that a sentence ends here (see Transcript)
     end_probability: float | None = None
+    #: how sure the recogniser is of the words (see Transcript)
+    confidence: float | None = None
 
 
 @dataclass(kw_only=True)

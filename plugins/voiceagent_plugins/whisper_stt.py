@@ -38,6 +38,7 @@ decode from worker threads without a lock. Calls on one stream must not overlap.
 from __future__ import annotations
 
 import asyncio
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,11 +192,12 @@ class WhisperSTT:
         text = tokenizer.decode(tokens).strip()
         suspect = (_loops(tokens) or average_logprob < _LOW_LOGPROB
                    or _compression_ratio(text) > _MAX_COMPRESSION)
+        confidence = math.exp(average_logprob)
         if not final:  # a partial, while the user speaks: nothing ends yet
-            return Transcript(text), suspect
+            return Transcript(text, confidence=confidence), suspect
         steps = result.logits[0] if scored else None
         return Transcript(text, end_probability=self._end_probability(
-            encoded, prompt, vocab, tokens, steps)), suspect
+            encoded, prompt, vocab, tokens, steps), confidence=confidence), suspect
 
     def _end_probability(self, encoded: Any, prompt: list[int], vocab: _Tokens,
                       tokens: list[int], steps: list | None) -> float | None:
@@ -291,6 +293,7 @@ class _Decoded:
     committed: list[list[str]]  # words of each dropped piece, in order
     words: list[str]  # the words of the tail that is left
     end_probability: float | None  # that a sentence ends where the tail stops
+    confidence: float | None  # in the tail's words
     model_calls: int
 
 
@@ -334,7 +337,7 @@ class WhisperStream:
             decoded = await self._decode(final=True)
         self._reset()
         return Transcript(decoded.text, stable=decoded.text,
-                          end_probability=decoded.end_probability)
+                          end_probability=decoded.end_probability, confidence=decoded.confidence)
 
     async def aclose(self) -> None:
         self._reset()
@@ -358,7 +361,8 @@ class WhisperStream:
         self._pending = rest[agreed:]
         stable = self._committed + self._stable
         return Transcript(" ".join(stable + self._pending), stable=" ".join(stable),
-                          end_probability=decoded.end_probability)
+                          end_probability=decoded.end_probability,
+                          confidence=decoded.confidence)
 
     def _run(self, tail: np.ndarray, final: bool) -> _Decoded:
         """The model work of one decode (in a worker thread; touches no stream state)."""
@@ -370,7 +374,7 @@ class WhisperStream:
             committed.append(said)
         decoded = self._stt.decode(tail[cut:], final)
         return _Decoded(cut, committed, decoded.text.split(), decoded.end_probability,
-                        model_calls=len(committed) + 1)
+                        decoded.confidence, model_calls=len(committed) + 1)
 
     def _commit(self, said: list[str]) -> None:
         """Move the words of audio cut away from the tail into ``_committed``, honouring what

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..agent import AgentOptions
+from ..backchannel import BackchannelFilter
 from ..backends import CompletenessScorer, TurnDetector
 from ..events import BargeInEvent, UserTurnEvent
 from ..frames import (
@@ -106,7 +107,7 @@ class EndpointerNode(Node):
                        else None)
         self._detector = turn_detector
         self._completeness = completeness
-        self._backchannels = [normalize(b) for b in self._barge_opts.backchannels]
+        self._backchannels = BackchannelFilter(self._barge_opts)
         self._rt = runtime
         self._audio: deque[np.ndarray] = deque()
         self._audio_len = 0
@@ -118,6 +119,7 @@ class EndpointerNode(Node):
         self._pause = _Pause()
         self._scoring: list[asyncio.Task] = []
         self._words = ""  # the open turn's latest transcript
+        self._confidence: float | None = None  # the recogniser's, in those words
         self._decided: dict[int, tuple[float, _Pause, str]] = {}  # waiting for final text
         self._barge: _BargeIn | None = None
         self._dropped: set[int] = set()  # turns that were only a noise or a backchannel
@@ -143,7 +145,7 @@ class EndpointerNode(Node):
         if (endpointing.mode, endpointing.model_path) == (self._opts.mode, self._opts.model_path):
             self._opts = endpointing
         self._barge_opts = options.barge_in
-        self._backchannels = [normalize(b) for b in self._barge_opts.backchannels]
+        self._backchannels = BackchannelFilter(self._barge_opts)
         self._preemptive = options.preemptive
 
     # -- frames ---------------------------------------------------------------------------
@@ -166,7 +168,7 @@ class EndpointerNode(Node):
             if frame.final:
                 await self._on_final(frame)
             elif frame.turn_id == self._turn_id:
-                self._words = frame.text
+                self._words, self._confidence = frame.text, frame.confidence
                 if self._hybrid and frame.at_pause and not self._speaking and frame.text:
                     if uses_end_probability(self._opts, frame.end_probability):
                         self._pause.text = frame.end_probability
@@ -183,7 +185,7 @@ class EndpointerNode(Node):
         if self._turn_id is None:
             self._turn_id = self._rt.new_turn_id()
             self._turn_start = ts
-            self._words = ""
+            self._words, self._confidence = "", None
             await self.broadcast(UserTurnStartedFrame(ts=ts, turn_id=self._turn_id))
         if (self._barge is None and self._barge_opts.enabled and self._replies.speaking
                 and not self._replies.protected):
@@ -199,7 +201,7 @@ class EndpointerNode(Node):
                 await self._confirm_barge_in(now)
             elif (not self._speaking and self._speech_end is not None
                   and now - self._speech_end >= self._barge_opts.resume_after
-                  and not self._has_words(self._words)):
+                  and not self._has_words(self._words, self._confidence)):
                 await self._resume(now)
         if self._turn_id is None:
             return
@@ -266,7 +268,7 @@ class EndpointerNode(Node):
         speech_end, pause, reason = decided
         barge = self._barge if self._barge and self._barge.turn_id == frame.turn_id else None
         if barge is not None and not barge.confirmed:
-            if self._has_words(frame.text):
+            if self._has_words(frame.text, frame.confidence):
                 await self._confirm_barge_in(frame.ts)
             else:
                 await self._resume(frame.ts)
@@ -312,7 +314,7 @@ class EndpointerNode(Node):
         other words)."""
         words = normalize(frame.text)
         if not self._preemptive or not words or (
-                self._barge is not None and not self._has_words(frame.text)):
+                self._barge is not None and not self._has_words(frame.text, frame.confidence)):
             return  # a backchannel over the agent is no turn to answer
         if self._draft is not None:
             if self._draft.words == words:
@@ -337,11 +339,8 @@ class EndpointerNode(Node):
 
     # -- barge-in -------------------------------------------------------------------------
 
-    def _has_words(self, text: str) -> bool:
-        words = normalize(text)
-        if self._barge_opts.ignore_backchannels:
-            words = _without_phrases(words, self._backchannels)
-        return len(words) >= max(1, self._barge_opts.min_words)
+    def _has_words(self, text: str, confidence: float | None = None) -> bool:
+        return self._backchannels.interrupts(text, confidence)
 
     async def _confirm_barge_in(self, ts: float) -> None:
         assert self._barge is not None
@@ -381,15 +380,3 @@ class EndpointerNode(Node):
     async def on_stop(self) -> None:
         self._cancel_scoring()
 
-
-def _without_phrases(words: list[str], phrases: list[list[str]]) -> list[str]:
-    """``words`` with every occurrence of the given phrases removed."""
-    out, i = [], 0
-    while i < len(words):
-        match = next((p for p in phrases if p and words[i:i + len(p)] == p), None)
-        if match:
-            i += len(match)
-        else:
-            out.append(words[i])
-            i += 1
-    return out

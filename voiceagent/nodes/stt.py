@@ -95,7 +95,8 @@ class STTNode(Node):
         text = result.text.strip()
         frame = TranscriptFrame(ts=self._rt.clock.now(), text=text, final=final,
                                 stable=text if final else result.stable.strip(), turn_id=turn_id,
-                                at_pause=at_pause, end_probability=result.end_probability)
+                                at_pause=at_pause, end_probability=result.end_probability,
+                                confidence=result.confidence)
         self._rt.events.emit(UserTranscriptEvent(ts=frame.ts, text=text, final=final,
                                                  stable=frame.stable, turn_id=turn_id))
         if final:
