@@ -47,13 +47,15 @@ def agent_from(args: argparse.Namespace):
     return agent
 
 
-def agent_benchmark(doc: str):
-    """The command line of a benchmark that runs a whole agent: its arguments, the clips,
-    the agent and its backends (loaded before anything is timed)."""
+def agent_benchmark(doc: str, extra=None):
+    """The command line of a benchmark that runs a whole agent: its arguments (``extra``
+    adds its own), the clips, the agent and its backends (loaded before anything is timed)."""
     from voiceagent.session import resolve_backends
 
     p = parser(doc.split("\n")[0])
     add_agent_arguments(p)
+    if extra is not None:
+        extra(p)
     args = p.parse_args()
     selected = clips(args)
     agent = agent_from(args)

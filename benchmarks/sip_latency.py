@@ -2,7 +2,7 @@
 loopback.
 
     python benchmarks/sip_latency.py [--agent examples/basic_agent.py] [--data DIR]
-        [--clips NAME ...] [--runs 3] [--json]
+        [--clips NAME ...] [--runs 3] [--jitter adaptive fixed] [--json]
 
 An in-process ``voiceagent sip`` bridge answers a caller made of a UDP socket for SIP and one
 for RTP: it sends INVITE (PCMU), then each clip as 8 kHz mu-law in 20 ms packets paced in
@@ -12,6 +12,10 @@ of the agent's voice arrives. A turn's latency is from the caller's last packet 
 -40 dBFS, so it includes
 G.711 both ways, the bridge's jitter buffer and 20 ms packetisation on top of the server's own
 figure (end of speech to first audio played), reported beside it.
+
+``--jitter adaptive fixed`` measures the voice-to-voice turns with each jitter buffer (the
+adaptive default and a fixed 3 packets), clip by clip in turn, so the two are compared inside
+one run.
 
 Barge-in: for each clip, a call whose agent greets the caller at length; 1 s into the greeting
 the caller speaks the clip over it. Latency from the caller's first packet of speech to the
@@ -205,40 +209,53 @@ async def measure_barge_in(server: SipServer, clip, runs: int, events: list[Even
             "silent": [round(v, 3) for v in silent]}
 
 
+def _jitter_argument(p) -> None:
+    p.add_argument("--jitter", nargs="+", choices=("adaptive", "fixed"), default=["adaptive"],
+                   help="the SIP jitter buffer(s) to measure turns with, in turn")
+
+
 async def main() -> None:
-    args, selected, agent, backends = agent_benchmark(__doc__)
+    args, selected, agent, backends = agent_benchmark(__doc__, extra=_jitter_argument)
     server_v2v: list[float] = []
 
     def on_event(event: Event) -> None:
         if event.type == "metrics" and event.metrics.voice_to_voice is not None:  # type: ignore[attr-defined]
             server_v2v.append(event.metrics.voice_to_voice)  # type: ignore[attr-defined]
 
-    server = SipServer(agent, backends, SipOptions(port=0), subscribers=[on_event])
+    servers = {mode: SipServer(agent, backends,
+                               SipOptions(port=0, adaptive_jitter=mode == "adaptive"),
+                               subscribers=[on_event]) for mode in args.jitter}
     greeter = copy.copy(agent)
     greeter.greeting = GREETING
     events: list[Event] = []
     barging = SipServer(greeter, backends, SipOptions(port=0), subscribers=[events.append])
-    await server.start()
-    await barging.start()
+    for server in (*servers.values(), barging):
+        await server.start()
     try:
-        per_clip = [await measure_clip(server, clip, args.runs, server_v2v)
-                    for clip in selected]
+        per_clip = {mode: [] for mode in servers}
+        for clip in selected:  # the modes in turn, clip by clip
+            for mode, server in servers.items():
+                per_clip[mode].append(await measure_clip(server, clip, args.runs, server_v2v))
         barge_in = [await measure_barge_in(barging, clip, args.runs, events)
                     for clip in selected]
     finally:
-        await server.close()
-        await barging.close()
-    every = [v for c in per_clip for v in c["latencies"]]
+        for server in (*servers.values(), barging):
+            await server.close()
     silent_all = [v for b in barge_in for v in b["silent"]]
-    figures = {"runs": args.runs, "turns": len(every), "median_caller": median(every),
-               "median_server": median(server_v2v), "clips": per_clip,
-               "median_barge_in_silent": median(silent_all), "barge_in": barge_in}
-
-    lines = [f"{'clip (median ms)':48} {'turns':>5} {'caller':>7} {'server':>7}"]
-    lines += [f"{c['clip']:48} {c['turns']:5d} {ms(c['caller'])} {ms(c['server'])}"
-              for c in per_clip]
-    lines.append(f"{'all':48} {len(every):5d} {ms(figures['median_caller'])} "
-                 f"{ms(figures['median_server'])}")
+    figures: dict = {"runs": args.runs, "median_barge_in_silent": median(silent_all),
+                     "barge_in": barge_in, "jitter": {}}
+    lines = []
+    for mode, clips in per_clip.items():
+        every = [v for c in clips for v in c["latencies"]]
+        server_side = [c["server"] for c in clips if c["server"] is not None]
+        figures["jitter"][mode] = {"turns": len(every), "median_caller": median(every),
+                                   "median_server": median(server_side), "clips": clips}
+        lines += [f"{mode} jitter buffer", f"{'clip (median ms)':48} {'turns':>5} {'caller':>7} "
+                                           f"{'server':>7}"]
+        lines += [f"{c['clip']:48} {c['turns']:5d} {ms(c['caller'])} {ms(c['server'])}"
+                  for c in clips]
+        lines.append(f"{'all':48} {len(every):5d} {ms(median(every))} "
+                     f"{ms(median(server_side))}")
     lines += ["", f"{'barge-in over the greeting (median ms)':48} {'runs':>5} {'silent':>7} "
                   f"{'confirm':>7}"]
     lines += [f"{b['clip']:48} {b['runs']:5d} {ms(b['onset_to_silent'])} "

@@ -175,3 +175,38 @@ async def test_rtp_input_takes_packets_of_any_length_in_real_time():
     assert all(rate == 8000 and len(f) == 160 for f, rate in frames)
     got = np.concatenate([f for f, _ in frames])
     assert np.allclose(got, PCMU.decode(PCMU.encode(ramp)), atol=1e-6)
+
+
+def test_an_adaptive_jitter_buffer_follows_the_network():
+    """A steady feed plays one packet behind; a jittery one is measured as such and kept
+    deeper, which spares gaps in its playout."""
+    steady = JitterBuffer(depth=3, max_depth=12, adaptive=True)
+    for n in range(50):
+        steady.observe(n * 160, 100.0 + n * 0.02 + 0.0003 * (n % 3))
+    assert steady.depth == 1 and steady.jitter < 0.001
+    rng = np.random.default_rng(1)
+    # 0-40 ms of delay each (the first three on time, so playback starts early)
+    arrivals = [n * 0.02 + (0.0 if n < 3 else float(rng.uniform(0, 0.04))) for n in range(400)]
+    jittery = JitterBuffer(depth=1, max_depth=12, adaptive=True)
+    for n in range(400):
+        jittery.observe(n * 160, arrivals[n])
+    assert 2 <= jittery.depth <= 6 and 0.008 < jittery.jitter < 0.03
+
+    def gaps(depth: int) -> int:
+        """Silent ticks in the middle of the feed played on a 20 ms clock."""
+        buffer, played, i = JitterBuffer(depth, 12), [], 0
+        order = sorted(range(400), key=arrivals.__getitem__)
+        for tick in range(460):
+            while i < 400 and arrivals[order[i]] <= tick * 0.02 + 1e-9:
+                buffer.push(order[i], b"x")
+                i += 1
+            played.append(buffer.pop() is not None)
+        first, last = played.index(True), len(played) - played[::-1].index(True)
+        return played[first:last].count(False)
+
+    assert gaps(jittery.depth) < gaps(1)
+    # timestamps wrap at 2**32 without a jump in the estimate
+    wrap = JitterBuffer(adaptive=True)
+    for n in range(20):
+        wrap.observe((0xFFFFFF00 + n * 160) & 0xFFFFFFFF, n * 0.02)
+    assert wrap.jitter < 1e-6 and wrap.depth == 1

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     sip.add_argument("--drain-timeout", type=float, default=20.0, metavar="SECONDS",
                      help="on SIGTERM, take no new calls and let those in progress go on this "
                           "long before hanging them up (default 20)")
+    sip.add_argument("--jitter-packets", type=int, default=3, metavar="N",
+                     help="20 ms packets the caller's jitter buffer holds before playing "
+                          "(default 3; where it starts when adaptive)")
+    sip.add_argument("--fixed-jitter", action="store_true",
+                     help="keep the jitter buffer at --jitter-packets instead of following "
+                          "the network's measured jitter")
     sip.add_argument("--latch-rtp", action="store_true",
                      help="take RTP from wherever the caller's first packet comes from "
                           "(callers behind a NAT)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import struct
 from collections.abc import Callable
@@ -86,21 +87,60 @@ def telephone_event(payload: bytes) -> tuple[str, bool] | None:
     return DTMF_KEYS[payload[0]], bool(payload[1] & 0x80)
 
 
+#: packets a burst may queue above the depth before the oldest are skipped (80 ms): a burst
+#: after a stall of the network or of the event loop plays out instead of being cut
+_BURST = 4
+#: ticks (1 s) an adaptive buffer must hold more than its depth before it drops a packet
+_SHRINK_AFTER = 50
+
+
 class JitterBuffer:
     """Reorders packets by sequence number and releases one per 20 ms tick.
 
     Playback starts once ``depth`` packets are queued, which absorbs that much network
     jitter. A missing packet with later ones waiting is declared lost (silence in its
     place); late and duplicate packets are dropped. Delay cannot build up: past twice
-    ``depth`` (packets that came before playback began, a sender whose clock runs fast) the
-    oldest are skipped down to ``depth``, and past ``max_depth`` they are dropped on arrival.
+    ``depth``, and at least ``depth`` + 4 (packets that came before playback began, a sender
+    whose clock runs fast; a burst after a stall plays out), the oldest are skipped down to
+    ``depth``, and past ``max_depth`` they are dropped on arrival.
+
+    ``adaptive``: the depth follows the network instead of staying fixed. Each audio packet's
+    arrival time against its RTP timestamp updates RFC 3550's interarrival jitter estimate
+    (6.4.1, A.8), and the depth becomes the packets that cover three times it, one at least
+    (``min_depth``) and half ``max_depth`` at most. A buffer that has held more than that for
+    a whole second drops one packet, so the delay comes down to the depth. A steady feed (a
+    LAN, loopback) then plays within 20 ms of its arrival instead of 60 ms; a jittery one
+    keeps the depth it needs (an underrun adds a packet's delay by itself).
     """
 
-    def __init__(self, depth: int = 3, max_depth: int = 10) -> None:
+    def __init__(self, depth: int = 3, max_depth: int = 10, *, adaptive: bool = False,
+                 min_depth: int = 1, clock_rate: int = TELEPHONE_RATE) -> None:
         self.depth, self.max_depth = depth, max_depth
+        self.adaptive, self.min_depth, self.clock_rate = adaptive, min_depth, clock_rate
+        self._start_depth = depth
         self._packets: dict[int, bytes | None] = {}
         self._next: int | None = None
         self.lost = self.late = self.skipped = 0
+        self.jitter = 0.0  # seconds: RFC 3550's interarrival jitter estimate
+        self._excess = 0  # ticks in a row that found more than ``depth`` packets
+        self._last: tuple[float, int] | None = None  # (arrival, timestamp) of the last audio
+
+    def fresh(self) -> JitterBuffer:
+        """An empty buffer with this one's settings (a new source: nothing carries over)."""
+        return JitterBuffer(self._start_depth, self.max_depth, adaptive=self.adaptive,
+                            min_depth=self.min_depth, clock_rate=self.clock_rate)
+
+    def observe(self, timestamp: int, arrival: float) -> None:
+        """An audio packet's RTP ``timestamp`` and its ``arrival`` (seconds, any clock):
+        update the jitter estimate and, when adaptive, the depth."""
+        if self._last is not None:
+            last_arrival, last_timestamp = self._last
+            sent = _signed32(timestamp - last_timestamp) / self.clock_rate
+            self.jitter += (abs((arrival - last_arrival) - sent) - self.jitter) / 16
+            if self.adaptive:
+                wanted = math.ceil(3 * self.jitter / FRAME_SECONDS - 1e-9)
+                self.depth = min(max(wanted, self.min_depth), max(self.max_depth // 2, 1))
+        self._last = (arrival, timestamp)
 
     def push(self, sequence: int, payload: bytes | None) -> None:
         """``payload`` None: a packet that holds no audio (a telephone-event, comfort
@@ -124,9 +164,14 @@ class JitterBuffer:
             if len(self._packets) < self.depth:
                 return None
             self._next = min(self._packets, key=self._age)
-        if len(self._packets) > 2 * self.depth:
+        if len(self._packets) > self.depth + max(self.depth, _BURST):
             while len(self._packets) > self.depth:
                 self._skip_oldest()
+        elif self.adaptive:  # more than the depth held for a whole second: one packet less
+            self._excess = self._excess + 1 if len(self._packets) > self.depth else 0
+            if self._excess >= _SHRINK_AFTER:
+                self._skip_oldest()
+                self._excess = 0
         if self._next in self._packets:
             payload = self._packets.pop(self._next)
         elif any(_before(self._next, s) for s in self._packets):
@@ -149,6 +194,11 @@ def _distance(sequence: int, anchor: int) -> int:
 
 def _before(a: int, b: int) -> bool:
     return _distance(a, b) < 0
+
+
+def _signed32(value: int) -> int:
+    """A difference of 32-bit RTP timestamps, across their wrap."""
+    return ((value + 0x80000000) & 0xFFFFFFFF) - 0x80000000
 
 
 class RtpEndpoint(asyncio.DatagramProtocol):
@@ -230,8 +280,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.last_received = asyncio.get_running_loop().time()
         if packet.ssrc != self._ssrc_in:
             self._ssrc_in = packet.ssrc
-            self.jitter = JitterBuffer(self.jitter.depth, self.jitter.max_depth)
+            self.jitter = self.jitter.fresh()
         if packet.payload_type == self.payload_type:
+            self.jitter.observe(packet.timestamp, self.last_received)
             self.jitter.push(packet.sequence, packet.payload)
         else:  # comfort noise plays as silence; a telephone-event is not audio either
             self.comfort_noise += packet.payload_type == self.comfort_noise_payload_type

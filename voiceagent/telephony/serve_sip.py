@@ -48,7 +48,8 @@ def sip_options(args: argparse.Namespace) -> SipOptions:
     try:
         return SipOptions(host=args.host, port=args.port, public_address=args.public_address,
                           max_calls=args.max_calls, input_timeout=args.input_timeout,
-                          latch_rtp=args.latch_rtp, registration=registration,
+                          latch_rtp=args.latch_rtp, jitter_packets=args.jitter_packets,
+                          adaptive_jitter=not args.fixed_jitter, registration=registration,
                           allow_from=args.allow_from, inbound_auth=inbound_auth,
                           rate_limit=rate_limit, ack_timeout=args.ack_timeout,
                           drain_timeout=args.drain_timeout)

@@ -70,8 +70,11 @@ class SipOptions(BaseModel):
     #: a call whose caller sends neither RTP nor RTCP for this long is ended (seconds);
     #: long, as phones with silence suppression send little while they listen
     input_timeout: float = Field(RTP_INPUT_TIMEOUT, gt=0)
-    #: packets the jitter buffer holds before playing (20 ms each)
+    #: packets the jitter buffer holds before playing (20 ms each); adaptive, where it
+    #: starts, then three times the measured interarrival jitter (at least one packet)
     jitter_packets: int = Field(3, ge=1, le=25)
+    #: follow the network's jitter (RFC 3550's estimate) instead of a fixed depth
+    adaptive_jitter: bool = True
     #: take RTP from wherever the caller's first packet comes from (callers behind a NAT);
     #: off, only the address in the caller's SDP is accepted
     latch_rtp: bool = False
@@ -276,7 +279,8 @@ class SipServer(asyncio.DatagramProtocol):
         contact = ("Contact", f"<sip:voiceagent@{host}:{self.address[1]}>")
         endpoint = RtpEndpoint((offer.address, offer.port), offer.codec, offer.payload_type,
                                offer.dtmf_payload_type, latch=self.options.latch_rtp,
-                               jitter=JitterBuffer(self.options.jitter_packets),
+                               jitter=JitterBuffer(self.options.jitter_packets,
+                                                   adaptive=self.options.adaptive_jitter),
                                comfort_noise_payload_type=offer.comfort_noise_payload_type)
         try:
             await open_rtp(endpoint, self.options.host, rtcp=not offer.rtcp_mux)
