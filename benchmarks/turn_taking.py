@@ -14,6 +14,9 @@ false cut-offs within a 300 ms and a 600 ms median delay, and the shortest media
 within 5 % and 10 % false cut-offs. Barge-in: a real session answers a clip; once the agent
 has talked for 1 s a second clip is spoken over it; the latency runs from the user's speech
 onset to the agent's audio going silent, and to the interruption being confirmed.
+``--ceiling`` adds the completeness model's score to every pause and prints an upper bound: the
+most complete turns any weighted sum of the three scores could end within 0.25 / 0.6 s with at
+most one false cut-off, fitted on the cases themselves.
 ``--telephone`` passes every clip through a phone line (8 kHz G.711 mu-law) first, as the
 SIP bridge hears it; ``--noise`` adds pink noise at that SNR to the whole case, pauses included.
 """
@@ -42,6 +45,7 @@ from voiceagent_eval.turn_eval import (
     delay_within,
     evaluate,
     measure_pauses,
+    signal_ceiling,
     silent_from,
 )
 
@@ -102,6 +106,10 @@ async def main() -> None:
                    help="pass every clip through a phone line (8 kHz G.711 mu-law) first")
     p.add_argument("--noise", type=float, metavar="SNR_DB",
                    help="add noise at this signal-to-noise ratio (dB)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also score each pause with the completeness model and print the most "
+                        "complete turns any weighted sum of the three scores could end within "
+                        "0.25 / 0.6 s at one false cut-off, fitted on these cases (a bound)")
     args = p.parse_args()
     rng = np.random.default_rng(0)
 
@@ -116,6 +124,7 @@ async def main() -> None:
     stt = registry.get("stt", "whisper")
     vad = registry.get("vad", "silero")
     detector = registry.get("turn", "smart-turn")
+    completeness = registry.get("completeness", "llamacpp") if args.ceiling else None
 
     t0 = time.perf_counter()
     measured = []
@@ -124,7 +133,7 @@ async def main() -> None:
         words = stt.timed_words(channel(audio))
         for case in build_cases(clip.name, audio, words, clip.text):
             case.audio = channel(case.audio)  # the inserted pauses hear the noise too
-            runs = [measure_pauses(case, vad, stt, detector, None, base)
+            runs = [measure_pauses(case, vad, stt, detector, completeness, base)
                     for _ in range(max(1, args.runs))]
             # Latencies vary run to run: keep the median latency per pause.
             pauses = runs[0]
@@ -151,6 +160,8 @@ async def main() -> None:
             "curve": [vars(p) for p in points],
         }
     complete = [c.name for c, _ in measured if c.kind == "complete"]
+    ceiling = ({f"within_{within}s": signal_ceiling(measured, within) for within in (0.25, 0.6)}
+               if args.ceiling else None)
 
     barge = []
     if not args.no_barge_in:
@@ -174,7 +185,7 @@ async def main() -> None:
         "barge_in_median_onset_to_confirmed_s": median([b["onset_to_confirmed_s"]
                                                         for b in barge]),
         "measure_seconds": round(time.perf_counter() - t0, 1), "telephone": args.telephone,
-        "noise_snr_db": args.noise,
+        "noise_snr_db": args.noise, "signal_ceiling": ceiling,
     }
 
     def pct(rate: float | None) -> str:
@@ -196,6 +207,10 @@ async def main() -> None:
         d = results[name]["default"]
         lines.append(f"\n{name} default, delay per complete turn (ms):")
         lines += [f"  {ms(delay, 6)}  {clip}" for clip, delay in zip(complete, d["delays_s"])]
+    if ceiling is not None:
+        lines.append(f"\nat best (any weighted sum of the three scores, fitted here, one false "
+                     f"cut-off): {ceiling['within_0.25s']} of {len(complete)} complete turns "
+                     f"within 0.25 s, {ceiling['within_0.6s']} within 0.6 s")
     for b in barge:
         lines.append(f"barge-in {b['clip']}: onset->silent {ms(b['onset_to_silent_s'], 6)} ms, "
                      f"onset->confirmed {ms(b['onset_to_confirmed_s'], 6)} ms")

@@ -16,6 +16,7 @@ re-running the models, and with their real latencies.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -285,3 +286,39 @@ def delay_within(points: list[CurvePoint], rate: float) -> float | None:
     delays = [p.median_delay for p in points
               if p.median_delay is not None and p.cutoff_rate <= rate + 1e-9]
     return min(delays) if delays else None
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return float(np.log(p / (1 - p)))
+
+
+def signal_ceiling(measured: list[tuple[Case, list[Pause]]], within: float,
+                   allowed_cutoffs: int = 1) -> int:
+    """An upper bound, fitted on ``measured`` itself: the most complete turns any weighted sum
+    of the three scores (the recogniser's end probability and Smart Turn's, as logits, and
+    the completeness model's) could end within ``within`` seconds, with one bound on it, while
+    cutting at most ``allowed_cutoffs`` split cases. A split is cut when its best-scoring
+    pause in the inserted gap scores above the bound and the gap outlasts ``within``."""
+    def row(p: Pause) -> np.ndarray:
+        return np.array([_logit(p.end_probability or 0.0), _logit(p.audio_score),
+                         p.completeness_score])
+
+    complete = np.array([row(ps[-1]) for c, ps in measured if c.kind == "complete" and ps])
+    splits = []
+    for case, pauses in measured:
+        if case.kind == "split" and case.gap is not None and case.gap[1] - case.gap[0] > within:
+            inside = [row(p) for p in pauses if case.gap[0] - 0.3 <= p.speech_end <= case.gap[1]]
+            if inside:
+                splits.append(np.array(inside))
+    best = 0
+    for weights in itertools.product(np.linspace(0, 1, 6), np.linspace(0, 1, 6),
+                                     np.linspace(0, 6, 7)):
+        w = np.asarray(weights)
+        if not w.any():
+            continue
+        split_scores = sorted((float((s @ w).max()) for s in splits), reverse=True)
+        bound = (split_scores[allowed_cutoffs] if len(split_scores) > allowed_cutoffs
+                 else -np.inf)
+        best = max(best, int((complete @ w > bound).sum()))
+    return best
