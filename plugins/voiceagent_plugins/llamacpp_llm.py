@@ -4,6 +4,12 @@ One ``Llama`` per backend object, shared by sessions. A llama.cpp context is not
 so generations take turns under a :class:`~voiceagent.threads.ModelLock` (a session waiting for
 its turn can be interrupted at once); each runs in a worker thread and stops between tokens
 when the consumer goes away (an interruption, a closed session).
+
+Turns are scheduled for the first audio: a new reply asks for the model with
+``Priority.FIRST_AUDIO`` and keeps it until its first clause is out; from then on, at each
+clause boundary where a more urgent reply waits, it pauses (``llamacpp_pause``), lends the
+model, and resumes where it was. So a caller who speaks while another reply streams waits for
+a clause of it, not for all of it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
 from voiceagent.deps import packaged_file, require
 from voiceagent.errors import BackendError, BackendUnavailable
 from voiceagent.registry import BackendOptions, validate_options
-from voiceagent.threads import ModelLock, iterate_in_thread
+from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
+
+from . import llamacpp_pause
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -77,7 +85,7 @@ class LlamaCppLLM:
         self.model_lock = ModelLock()
 
     def _generate(self, messages: list[dict[str, Any]], tools: Sequence[dict[str, Any]],
-                  tool_choice: str | None) -> Iterator[LLMDelta]:
+                  tool_choice: str | None, turn: ModelTurn) -> Iterator[LLMDelta]:
         # llama-cpp-python forces a named function only (a grammar for its arguments)
         forced = ({"type": "function", "function": {"name": tool_choice}}
                   if tools and tool_choice not in (None, "auto", "none", "required") else None)
@@ -85,11 +93,17 @@ class LlamaCppLLM:
             messages=messages, tools=list(tools) or None, tool_choice=forced, stream=True,
             temperature=self.temperature, max_tokens=self.max_tokens)
         calls: dict[int, dict[str, str]] = {}
+        text = ""  # what it said so far
         try:
             for chunk in stream:
                 delta = chunk["choices"][0].get("delta", {})
                 if delta.get("content"):
                     yield LLMDelta(text=delta["content"])
+                    if _after_clause(text, delta["content"]):
+                        turn.priority = Priority.LATER
+                        if turn.urgent_waiting() and not self._give_way(turn):
+                            return  # the consumer went away while others had the model
+                    text += delta["content"]
                 for call in delta.get("tool_calls") or []:
                     slot = calls.setdefault(call.get("index", 0),
                                             {"id": "", "name": "", "arguments": ""})
@@ -105,13 +119,29 @@ class LlamaCppLLM:
                                               name=slot["name"],
                                               arguments=slot["arguments"] or "{}"))
 
+    def _give_way(self, turn: ModelTurn) -> bool:
+        paused = llamacpp_pause.pause(self.llm)
+        if not turn.give_way():
+            return False
+        llamacpp_pause.resume(self.llm, paused)
+        return True
+
     async def chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] = (),
                    tool_choice: str | None = None) -> AsyncIterator[LLMDelta]:
         payload = [m.to_openai() for m in messages]
         try:
-            generate = lambda: self._generate(payload, tools, tool_choice)  # noqa: E731
-            async with aclosing(iterate_in_thread(generate, lock=self.model_lock)) as deltas:
+            turn = ModelTurn(self.model_lock, Priority.FIRST_AUDIO)
+            generate = lambda: self._generate(payload, tools, tool_choice, turn)  # noqa: E731
+            async with aclosing(iterate_in_thread(generate, lock=turn)) as deltas:
                 async for delta in deltas:
                     yield delta
         except (ValueError, RuntimeError, json.JSONDecodeError) as exc:
             raise BackendError(f"llama.cpp generation failed: {exc}") from exc
+
+
+def _after_clause(said: str, delta: str) -> bool:
+    """Whether ``delta`` opens a new clause after ``said``: the chunker downstream then has the
+    boundary (it needs what follows the punctuation), so the clause can be spoken while this
+    generation lends the model."""
+    return said.rstrip("\"')]*”’")[-1:] in (",", ";", ":", ".", "!", "?", "…") \
+        and delta[:1].isspace() or delta.endswith("\n")
