@@ -147,7 +147,7 @@ async def test_the_lock_serves_the_more_urgent_first_and_in_arrival_order_within
         waiters.append(asyncio.create_task(_queue(lock, order, name, priority)))
         await asyncio.sleep(0)  # queued in this order
     assert lock.waiting == 4
-    assert lock.waiting_above(Priority.LATER) and not lock.waiting_above(Priority.FIRST_AUDIO)
+    assert lock.waiting_from(Priority.FIRST_AUDIO)
     lock.release()
     await asyncio.gather(*waiters)
     assert order == ["first1", "first2", "later1", "later2"]
@@ -162,7 +162,7 @@ async def test_a_cancelled_urgent_waiter_leaves_the_queue_and_the_next_gets_the_
     later = asyncio.create_task(_queue(lock, order, "later", Priority.LATER))
     await asyncio.sleep(0)
     took = await _cancel_and_time(urgent)
-    assert took < BOUND and not lock.waiting_above(Priority.LATER)
+    assert took < BOUND and not lock.waiting_from(Priority.FIRST_AUDIO)
     lock.release()
     await asyncio.wait_for(later, 1)
     assert order == ["later"] and not lock.locked
@@ -180,7 +180,7 @@ class LendingModel(FakeModel):
             self.log.append(name)
             yield f"{name}{i}"
             turn.priority = Priority.LATER  # past its first item
-            if turn.urgent_waiting():
+            if turn.others_waiting():
                 self.leave()  # (out of the model while it is lent)
                 if not turn.give_way():
                     self.log.append(f"{name} stopped while lent")

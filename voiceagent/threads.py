@@ -14,7 +14,7 @@ The lock serves waiters by priority, FIFO within one: the first audio of a reply
 (:attr:`Priority.FIRST_AUDIO`) goes before other replies' later sentences, so a caller who
 speaks while others are answered waits for a clause, not for whole replies. A worker that
 holds the model through a long generation can lend it between two items
-(:meth:`ModelTurn.give_way`) to a more urgent waiter, and takes it back after.
+(:meth:`ModelTurn.give_way`) to those waiting, and queues to have it back.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from enum import IntEnum
 from typing import TypeVar, cast
 
+from .tasks import TaskSet
+
 T = TypeVar("T")
 
 _DONE = object()
-_LENT = object()  # the worker gave the model away and waits for the consumer to win it back
 
 
 class Priority(IntEnum):
@@ -67,10 +68,10 @@ class ModelLock:
     def locked(self) -> bool:
         return self._held
 
-    def waiting_above(self, priority: int) -> bool:
-        """Whether a caller more urgent than ``priority`` waits (callable from any thread)."""
+    def waiting_from(self, priority: int) -> bool:
+        """Whether a caller at ``priority`` or a more urgent one waits (from any thread)."""
         with self._mutex:
-            return any(q for p, q in self._waiters.items() if p > priority)
+            return any(q for p, q in self._waiters.items() if p >= priority)
 
     async def acquire(self, priority: int = Priority.LATER) -> None:
         with self._mutex:
@@ -130,13 +131,14 @@ class ModelTurn:
         self.priority = priority
         self._lend: Callable[[], bool] | None = None  # set while iterate_in_thread runs
 
-    def urgent_waiting(self) -> bool:
-        """Whether a caller more urgent than this run waits for the model."""
-        return self.lock.waiting_above(self.priority)
+    def others_waiting(self) -> bool:
+        """Whether a caller as urgent as this run, or more, waits for the model: a run that
+        gives way then lets the more urgent go first and takes turns with its equals."""
+        return self.lock.waiting_from(self.priority)
 
     def give_way(self) -> bool:
-        """(In the worker thread, holding the model.) Release it to the waiters ahead of this
-        run and block until the run has it again: True. False when the consumer went away
+        """(In the worker thread, holding the model.) Release it, queue again at this run's
+        priority and block until the run has it back: True. False when the consumer went away
         meanwhile: the model is not held, the generator must stop without touching it."""
         if self._lend is None:
             raise RuntimeError("give_way() outside iterate_in_thread's worker")
@@ -150,8 +152,9 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
     items: asyncio.Queue[object] = asyncio.Queue()
     stop = threading.Event()
     turn = ModelTurn(lock) if isinstance(lock, ModelLock) else lock
-    #: the consumer's answer to a lent model: True once it has it back for the worker
+    #: the answer to a lent model: True once it is the worker's again, False to stop
     regained: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    regaining = TaskSet()  # the asyncio waits to have a lent model back
     holding = turn is not None  # (the worker's view) whether it holds the model
 
     def put(item: object) -> bool:
@@ -162,16 +165,30 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
             stop.set()
             return False
 
+    async def regain() -> None:
+        assert turn is not None
+        await turn.lock.acquire(turn.priority)
+        regained.put(True)  # the worker holds it from here
+
+    def queue_for_it() -> None:  # (on the loop) in the queue now, not when the consumer reads
+        if not stop.is_set():
+            regaining.spawn(regain(), "voiceagent-regain-model")
+
     def lend() -> bool:
         nonlocal holding
         assert turn is not None
         holding = False
         turn.lock.release()
-        # The wait to have it back is the consumer's asyncio wait, which a cancel ends at once.
-        holding = not stop.is_set() and put(_LENT) and regained.get()
+        # The wait to have it back is an asyncio wait, which closing the iterator ends at once.
+        try:
+            loop.call_soon_threadsafe(queue_for_it)
+        except RuntimeError:  # the loop closed under us
+            return False
+        holding = regained.get()
         return holding
 
     def work() -> None:
+        end: object = _DONE
         try:
             iterator = make()
             try:
@@ -183,12 +200,12 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
                 close = getattr(iterator, "close", None)
                 if close is not None:
                     close()
-            put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-        finally:
+            end = exc
+        finally:  # the model is free by the time the consumer hears of the end
             if holding and turn is not None:
                 turn.lock.release()
+        put(end)
 
     if turn is not None:
         await turn.lock.acquire(turn.priority)
@@ -204,14 +221,10 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
             item = await items.get()
             if item is _DONE:
                 return
-            if item is _LENT:
-                assert turn is not None
-                await turn.lock.acquire(turn.priority)
-                regained.put(True)  # the worker holds it from here
-                continue
             if isinstance(item, BaseException):
                 raise item
             yield cast(T, item)
     finally:
         stop.set()  # the thread stops at its next item and releases the model itself
+        await regaining.cancel_all()
         regained.put(False)  # a worker waiting to have the model back stops instead

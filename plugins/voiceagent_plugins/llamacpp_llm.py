@@ -7,9 +7,10 @@ when the consumer goes away (an interruption, a closed session).
 
 Turns are scheduled for the first audio: a new reply asks for the model with
 ``Priority.FIRST_AUDIO`` and keeps it until its first clause is out; from then on, at each
-clause boundary where a more urgent reply waits, it pauses (``llamacpp_pause``), lends the
-model, and resumes where it was. So a caller who speaks while another reply streams waits for
-a clause of it, not for all of it.
+clause boundary where another reply waits, it pauses (``llamacpp_pause``), lends the model,
+queues again behind the new replies' first clauses and its peers, and resumes where it was.
+So a caller who speaks while another reply streams waits for a clause of it, not for all of
+it, and replies in progress take turns by clause rather than one starving the others.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class LlamaCppLLM:
                     yield LLMDelta(text=delta["content"])
                     if _after_clause(text, delta["content"]):
                         turn.priority = Priority.LATER
-                        if turn.urgent_waiting() and not self._give_way(turn):
+                        if turn.others_waiting() and not self._give_way(turn):
                             return  # the consumer went away while others had the model
                     text += delta["content"]
                 for call in delta.get("tool_calls") or []:
