@@ -133,3 +133,38 @@ async def test_a_second_session_hears_its_first_audio_before_the_first_reply_is_
     assert not llm.model_lock.locked and not tts.model_lock.locked
     assert not [t for t in threading.enumerate()
                 if t.ident not in threads_before and t.name == "voiceagent-worker"]
+
+
+async def _prompt_evaluated(llm, messages: list[ChatMessage]) -> tuple[str, int]:
+    """The reply, and how many prompt tokens llama.cpp evaluated for it (not in its cache)."""
+    evaluated: list[int] = []
+    real_eval = llm.llm.eval
+    llm.llm.eval = lambda tokens: (evaluated.append(len(tokens)), real_eval(tokens))[1]
+    try:
+        reply = "".join([d.text async for d in llm.chat(messages)])
+    finally:
+        del llm.llm.eval
+    return reply, evaluated[0]
+
+
+async def test_a_conversation_takes_its_next_turn_up_where_the_context_left_it():
+    """Two conversations take turns on one context. The second turn of the first starts from
+    the state its first turn left (kept while the other used the context), so only what is new
+    is evaluated; without the prefix cache, its whole conversation is evaluated again."""
+    from voiceagent_plugins.llamacpp_llm import LlamaCppLLM
+
+    a = [ChatMessage("system", "You are a patient tutor for a student learning geography. "
+                     "Explain every answer with one fact about the place's history. " * 4),
+         ChatMessage("user", "Which river flows through Vienna?")]
+    b = [ChatMessage("system", "You are a chef."), ChatMessage("user", "How do I boil an egg?")]
+    evaluated = {}
+    for cache_mb in (256, 0):
+        llm = LlamaCppLLM(temperature=0.0, max_tokens=40, prefix_cache_mb=cache_mb)
+        first, _ = await _prompt_evaluated(llm, a)
+        await _prompt_evaluated(llm, b)
+        second = [*a, ChatMessage("assistant", first), ChatMessage("user", "And Budapest?")]
+        reply, evaluated[cache_mb] = await _prompt_evaluated(llm, second)
+        assert reply
+    print(f"\nsecond turn's prompt evaluated: {evaluated[256]} tokens with the prefix cache, "
+          f"{evaluated[0]} without")
+    assert evaluated[256] < 30 < 100 < evaluated[0]

