@@ -169,18 +169,20 @@ async def test_a_cancelled_urgent_waiter_leaves_the_queue_and_the_next_gets_the_
 
 
 class LendingModel(FakeModel):
-    """A long generation that lends the model to a more urgent caller between items."""
+    """Long generations that lend the model, between items, to whoever waits at their
+    priority or above (what the llama.cpp backend does at clause boundaries)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.log: list[str] = []
+        self.log: list[str] = []  # the items made, and the lending, in order
 
     def _lending(self, name: str, n: int, turn: ModelTurn) -> Iterator[str]:
         for i in self._items(n):
-            self.log.append(name)
+            self.log.append(f"{name}{i}")
             yield f"{name}{i}"
             turn.priority = Priority.LATER  # past its first item
             if turn.others_waiting():
+                self.log.append(f"{name} lends")
                 self.leave()  # (out of the model while it is lent)
                 if not turn.give_way():
                     self.log.append(f"{name} stopped while lent")
@@ -195,19 +197,21 @@ class LendingModel(FakeModel):
             got.append(item)
 
 
-async def test_a_long_run_lends_the_model_to_an_urgent_caller_and_resumes_after() -> None:
+async def test_a_long_run_lends_the_model_to_a_new_caller_and_then_they_take_turns() -> None:
     model = LendingModel()
     long: list[str] = []
     holder = asyncio.create_task(model.consume_lending("long", 4, long))
     while not long:
         await asyncio.sleep(0.01)
-    urgent: list[str] = []
-    await asyncio.wait_for(model.consume_lending("urgent", 2, urgent), 3 * STEP + 1)
-    assert not holder.done(), "the urgent caller waited for the whole long run"
+    new: list[str] = []
+    await asyncio.wait_for(model.consume_lending("new", 2, new), 6 * STEP + 1)
+    assert not holder.done(), "the new caller waited for the whole long run"
     await holder
-    assert long == ["long0", "long1", "long2", "long3"] and urgent == ["urgent0", "urgent1"]
-    # the urgent run came in between, after at most one more item of the long one
-    assert model.log.index("urgent") <= 2 and model.log[-1] == "long"
+    assert long == ["long0", "long1", "long2", "long3"] and new == ["new0", "new1"]
+    made = [e for e in model.log if "lends" not in e]
+    # the new caller's first item after at most one more of the long run, then item by item
+    assert made in (["long0", "new0", "long1", "new1", "long2", "long3"],
+                    ["long0", "long1", "new0", "long2", "new1", "long3"]), made
     assert model.most_inside == 1 and not model.lock.locked
 
 
@@ -218,17 +222,19 @@ async def test_a_run_cancelled_while_it_lends_the_model_stops_at_once_and_takes_
     holder = asyncio.create_task(model.consume_lending("long", 4, long))
     while not long:
         await asyncio.sleep(0.01)
-    urgent = asyncio.create_task(model.consume_lending("urgent", 3, []))
-    while "urgent" not in model.log:
+    new = asyncio.create_task(model.consume_lending("new", 3, []))
+    while "long lends" not in model.log:
         await asyncio.sleep(0.01)
+    await asyncio.sleep(STEP / 3)  # the new caller is inside its first item
     took = await _cancel_and_time(holder)  # waiting to have the model back
     assert took < BOUND, f"cancelling a run that lent the model took {took:.2f} s"
-    await asyncio.wait_for(urgent, 3 * STEP + 1)
+    await asyncio.wait_for(new, 3 * STEP + 1)
     for _ in range(50):
         if "long stopped while lent" in model.log:
             break
         await asyncio.sleep(0.01)
     assert "long stopped while lent" in model.log
+    assert "new lends" not in model.log  # nobody waited for the model after the cancel
     assert not model.lock.locked and model.lock.waiting == 0 and model.most_inside == 1
 
 

@@ -147,7 +147,8 @@ class ModelTurn:
 
 async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
                             lock: ModelLock | ModelTurn | None = None) -> AsyncIterator[T]:
-    """The items of ``make()``, run in a worker thread (holding ``lock`` while it runs)."""
+    """The items of ``make()``, run in a worker thread (holding ``lock`` while it runs; a
+    :class:`ModelTurn` asks for it at its priority and may lend it between items)."""
     loop = asyncio.get_running_loop()
     items: asyncio.Queue[object] = asyncio.Queue()
     stop = threading.Event()
