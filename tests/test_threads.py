@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from voiceagent.threads import ModelLock, iterate_in_thread
+from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
 
 #: what a blocking model call costs here; a cancel must end well within it
 STEP = 0.6
@@ -31,16 +31,22 @@ class FakeModel:
         self._count = threading.Lock()
 
     def _items(self, n: int) -> Iterator[int]:
-        with self._count:
-            self.inside += 1
-            self.most_inside = max(self.most_inside, self.inside)
+        self.enter()
         try:
             for i in range(n):
                 time.sleep(STEP)
                 yield i
         finally:
-            with self._count:
-                self.inside -= 1
+            self.leave()
+
+    def enter(self) -> None:
+        with self._count:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+
+    def leave(self) -> None:
+        with self._count:
+            self.inside -= 1
 
     async def consume(self, n: int, got: list[int]) -> None:
         async for item in iterate_in_thread(lambda: self._items(n), lock=self.lock):
@@ -122,6 +128,119 @@ def test_the_lock_serves_sessions_on_different_event_loops() -> None:
         t.join(10)
     assert results == [[0, 1], [0, 1]]
     assert model.most_inside == 1 and not model.lock.locked
+
+
+async def _queue(lock: ModelLock, order: list[str], name: str, priority: int) -> None:
+    await lock.acquire(priority)
+    order.append(name)
+    lock.release()
+
+
+async def test_the_lock_serves_the_more_urgent_first_and_in_arrival_order_within_a_priority(
+) -> None:
+    lock = ModelLock()
+    await lock.acquire()
+    order: list[str] = []
+    waiters = []
+    for name, priority in [("later1", Priority.LATER), ("first1", Priority.FIRST_AUDIO),
+                           ("later2", Priority.LATER), ("first2", Priority.FIRST_AUDIO)]:
+        waiters.append(asyncio.create_task(_queue(lock, order, name, priority)))
+        await asyncio.sleep(0)  # queued in this order
+    assert lock.waiting == 4
+    assert lock.waiting_from(Priority.FIRST_AUDIO)
+    lock.release()
+    await asyncio.gather(*waiters)
+    assert order == ["first1", "first2", "later1", "later2"]
+    assert not lock.locked and lock.waiting == 0
+
+
+async def test_a_cancelled_urgent_waiter_leaves_the_queue_and_the_next_gets_the_model() -> None:
+    lock = ModelLock()
+    await lock.acquire()
+    order: list[str] = []
+    urgent = asyncio.create_task(_queue(lock, order, "urgent", Priority.FIRST_AUDIO))
+    later = asyncio.create_task(_queue(lock, order, "later", Priority.LATER))
+    await asyncio.sleep(0)
+    took = await _cancel_and_time(urgent)
+    assert took < BOUND and not lock.waiting_from(Priority.FIRST_AUDIO)
+    lock.release()
+    await asyncio.wait_for(later, 1)
+    assert order == ["later"] and not lock.locked
+
+
+class LendingModel(FakeModel):
+    """Long generations that lend the model, between items, to whoever waits at their
+    priority or above (what the llama.cpp backend does at clause boundaries)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []  # the items made, and the lending, in order
+
+    def _lending(self, name: str, n: int, turn: ModelTurn) -> Iterator[str]:
+        for i in self._items(n):
+            self.log.append(f"{name}{i}")
+            yield f"{name}{i}"
+            turn.priority = Priority.LATER  # past its first item
+            if turn.others_waiting():
+                self.log.append(f"{name} lends")
+                self.leave()  # (out of the model while it is lent)
+                if not turn.give_way():
+                    self.log.append(f"{name} stopped while lent")
+                    with self._count:
+                        self.inside += 1  # (balances the leave of _items' end)
+                    return
+                self.enter()
+
+    async def consume_lending(self, name: str, n: int, got: list[str]) -> None:
+        turn = ModelTurn(self.lock, Priority.FIRST_AUDIO)
+        async for item in iterate_in_thread(lambda: self._lending(name, n, turn), lock=turn):
+            got.append(item)
+
+
+async def test_a_long_run_lends_the_model_to_a_new_caller_and_then_they_take_turns() -> None:
+    model = LendingModel()
+    long: list[str] = []
+    holder = asyncio.create_task(model.consume_lending("long", 4, long))
+    while not long:
+        await asyncio.sleep(0.01)
+    new: list[str] = []
+    await asyncio.wait_for(model.consume_lending("new", 2, new), 6 * STEP + 1)
+    assert not holder.done(), "the new caller waited for the whole long run"
+    await holder
+    assert long == ["long0", "long1", "long2", "long3"] and new == ["new0", "new1"]
+    made = [e for e in model.log if "lends" not in e]
+    # the new caller's first item after at most one more of the long run, then item by item
+    assert made in (["long0", "new0", "long1", "new1", "long2", "long3"],
+                    ["long0", "long1", "new0", "long2", "new1", "long3"]), made
+    assert model.most_inside == 1 and not model.lock.locked
+
+
+async def test_a_run_cancelled_while_it_lends_the_model_stops_at_once_and_takes_nothing_back(
+) -> None:
+    model = LendingModel()
+    long: list[str] = []
+    holder = asyncio.create_task(model.consume_lending("long", 4, long))
+    while not long:
+        await asyncio.sleep(0.01)
+    new = asyncio.create_task(model.consume_lending("new", 3, []))
+    while "long lends" not in model.log:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(STEP / 3)  # the new caller is inside its first item
+    took = await _cancel_and_time(holder)  # waiting to have the model back
+    assert took < BOUND, f"cancelling a run that lent the model took {took:.2f} s"
+    await asyncio.wait_for(new, 3 * STEP + 1)
+    for _ in range(50):
+        if "long stopped while lent" in model.log:
+            break
+        await asyncio.sleep(0.01)
+    assert "long stopped while lent" in model.log
+    assert "new lends" not in model.log  # nobody waited for the model after the cancel
+    assert not model.lock.locked and model.lock.waiting == 0 and model.most_inside == 1
+
+
+def test_give_way_belongs_to_a_running_worker() -> None:
+    with pytest.raises(RuntimeError, match="outside"):
+        ModelTurn(ModelLock()).give_way()
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ not block the event loop: implementations run them in a thread.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -154,5 +155,15 @@ class TTS(Protocol):
 
     def synthesize(self, text: str) -> AsyncIterator[np.ndarray | TimedSpeech]:
         """Stream mono float32 audio at ``sample_rate`` for ``text`` (with word timings
-        where the TTS has them). Closing early stops."""
+        where the TTS has them). Closing early stops. A TTS shared by sessions that can serve
+        a reply's first chunk before other replies' later ones takes an optional keyword
+        ``first_of_reply: bool`` (see :func:`takes_first_of_reply`); others leave it out."""
         ...
+
+
+def takes_first_of_reply(tts: TTS) -> bool:
+    """Whether ``tts.synthesize`` accepts the ``first_of_reply=`` hint."""
+    try:
+        return "first_of_reply" in inspect.signature(tts.synthesize).parameters
+    except (TypeError, ValueError):  # a callable without a signature: no hint
+        return False

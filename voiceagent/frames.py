@@ -120,6 +120,8 @@ class TextChunkFrame(ReplyFrame):
     """A sentence or clause ready to be spoken."""
 
     text: str
+    #: the reply's first chunk: what its listener waits for in silence
+    first: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Piper synthesises a sentence at a time; the async iterator runs synthesis in a worker thread
 and hands each piece back as soon as it exists. The voice (an onnxruntime session) is shared;
-syntheses take turns under a :class:`~voiceagent.threads.ModelLock`.
+syntheses take turns under a :class:`~voiceagent.threads.ModelLock`, a reply's first chunk
+before other replies' later ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from voiceagent.deps import require
 from voiceagent.registry import BackendOptions, validate_options
-from voiceagent.threads import ModelLock, iterate_in_thread
+from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
 
 
 def bundled_model_path() -> Path:
@@ -55,10 +56,12 @@ class PiperTTS:
         for chunk in self.voice.synthesize(text, syn_config=self._syn_config):
             yield np.asarray(chunk.audio_float_array, dtype=np.float32)
 
-    async def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
+    async def synthesize(self, text: str, *,
+                         first_of_reply: bool = False) -> AsyncIterator[np.ndarray]:
         if not text.strip():
             return
-        async with aclosing(iterate_in_thread(lambda: self._chunks(text),
-                                              lock=self.model_lock)) as pieces:
+        turn = ModelTurn(self.model_lock,
+                         Priority.FIRST_AUDIO if first_of_reply else Priority.LATER)
+        async with aclosing(iterate_in_thread(lambda: self._chunks(text), lock=turn)) as pieces:
             async for samples in pieces:
                 yield samples

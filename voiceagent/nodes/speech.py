@@ -18,7 +18,7 @@ import contextlib
 import numpy as np
 
 from ..agent import AgentOptions
-from ..backends import TTS, TimedSpeech
+from ..backends import TTS, TimedSpeech, takes_first_of_reply
 from ..chunker import SentenceChunker
 from ..errors import BackendError
 from ..events import StageEvent
@@ -45,6 +45,7 @@ class ChunkerNode(Node):
         self._rt = runtime
         #: reply -> its chunker and whether it may be interrupted
         self._replies: dict[int, tuple[SentenceChunker, bool]] = {}
+        self._spoken: set[int] = set()  # replies in _replies that have sent a chunk
 
     async def process(self, frame: DataFrame) -> None:
         if isinstance(frame, LLMTextFrame):
@@ -55,27 +56,35 @@ class ChunkerNode(Node):
         elif isinstance(frame, ReplyEnd):
             reply = self._replies.pop(frame.reply_id, None)
             if reply is not None:
-                await self._send(reply[0].flush(), frame)
+                try:
+                    await self._send(reply[0].flush(), frame)
+                finally:
+                    self._spoken.discard(frame.reply_id)
             await self.emit(frame)
         else:
             await self.emit(frame)
 
     async def _send(self, chunks: list[str], of: ReplyFrame) -> None:
         for text in chunks:
+            first = of.reply_id not in self._spoken
+            self._spoken.add(of.reply_id)
             await self.emit(TextChunkFrame(ts=self._rt.clock.now(), text=text,
-                                           reply_id=of.reply_id, interruptible=of.interruptible))
+                                           reply_id=of.reply_id, interruptible=of.interruptible,
+                                           first=first))
 
     async def on_system(self, frame: SystemFrame) -> None:
         if isinstance(frame, InterruptionFrame):  # an interrupted reply's leftovers go unsaid
             for reply_id, (_, interruptible) in list(self._replies.items()):
                 if frame.affects(reply_id, interruptible):
                     del self._replies[reply_id]
+                    self._spoken.discard(reply_id)
 
 
 class TTSNode(Node):
     def __init__(self, tts: TTS, options: AgentOptions, runtime: SessionRuntime) -> None:
         super().__init__("tts")
         self._tts = tts
+        self._first_hint = takes_first_of_reply(tts)
         self._timeout = options.tts_timeout
         self._rt = runtime
         self._activity = ReplyActivity()
@@ -86,6 +95,7 @@ class TTSNode(Node):
         self._drafts_voiced &= self._activity.drafts.keys()
         if isinstance(frame, AgentChangedFrame):  # the new agent's voice, from its next chunk
             self._tts = frame.tts or self._tts
+            self._first_hint = takes_first_of_reply(self._tts)
             self._timeout = frame.options.tts_timeout
 
     async def process(self, frame: DataFrame) -> None:
@@ -98,7 +108,9 @@ class TTSNode(Node):
             self._drafts_voiced.add(frame.reply_id)
         self._rt.metrics.mark(frame.reply_id, "tts_request", frame.ts)
         start = self._rt.clock.now()
-        stream = self._tts.synthesize(frame.text)
+        # a shared TTS serves a reply's first chunk before other replies' later ones
+        hint = {"first_of_reply": frame.first} if self._first_hint else {}
+        stream = self._tts.synthesize(frame.text, **hint)
         pending: np.ndarray | TimedSpeech | None = None
         first: float | None = None  # when the first audio came
         timed_out = finished = False
