@@ -1,7 +1,7 @@
 """Copy a small backchannel set out of a ``synth.py`` run: each phrase in two voices of
 different families drawn at random (seeded), for the barge-in tests (tests/data/backchannels).
 
-    python -m training.turn.backchannel_set --data /work/data/turn_synth/v2 --out tests/data/backchannels
+    python -m training.turn.backchannel_set --data DIR --out tests/data/backchannels
 
 Synthetic speech only (the real clips are evaluation data). Whisper's transcript of each
 clip is kept in the manifest: it often hears a backchannel as something else ("You", "10",
