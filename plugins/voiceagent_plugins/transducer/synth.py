@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,11 +98,12 @@ def speaking_voices() -> dict[str, list[Voice]]:
             if family in FAMILY_SHARE and available(members[:1])}
 
 
-def synthesize(count: int, seed: int) -> Iterator[Utterance]:
-    """``count`` random phrases, each spoken by a random voice (family first, by
-    :data:`FAMILY_SHARE`) at a random rate (0.75-1.35) and pitch (0.85-1.2)."""
+def synthesize(count: int, seed: int, families: Collection[str] = tuple(FAMILY_SHARE)
+               ) -> Iterator[Utterance]:
+    """``count`` random phrases, each spoken by a random voice of ``families`` (family first,
+    by :data:`FAMILY_SHARE`) at a random rate (0.75-1.35) and pitch (0.85-1.2)."""
     rng = random.Random(seed)
-    families = speaking_voices()
+    families = {f: voices for f, voices in speaking_voices().items() if f in families}
     if not families:
         raise RuntimeError("no TTS engine speaks here (training/turn/setup.sh installs them)")
     names = sorted(families)

@@ -94,6 +94,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="augmentation and batching")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--init", type=Path, help="go on training this checkpoint")
+    p.add_argument("--sigma", type=float, default=SIGMA, help="TDT logit under-normalisation")
+    p.add_argument("--omega", type=float, default=OMEGA, help="chance of an RNN-T-loss batch")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -108,7 +110,8 @@ def main() -> None:
     if len(data) <= 60:
         p.error("need more than the 60 clips held out for progress reports")
     print(f"synthesised {len(data)} clips in {time.monotonic() - start:.0f} s", flush=True)
-    fit(data[:-60], data[-60:], args.out, args.minutes, args.batch, rng, nrng, args.init)
+    fit(data[:-60], data[-60:], args.out, args.minutes, args.batch, rng, nrng, args.init,
+        args.sigma, args.omega)
 
 
 def widen_durations(model: Transducer, durations: list[int]) -> Transducer:
@@ -134,7 +137,7 @@ def widen_durations(model: Transducer, durations: list[int]) -> Transducer:
 
 def fit(data: list[tuple[str, np.ndarray]], held_out: list[tuple[str, np.ndarray]], out: Path,
         minutes: float, batch: int, rng: random.Random, nrng: np.random.Generator,
-        init: Path | None = None) -> Transducer:
+        init: Path | None = None, sigma: float = SIGMA, omega: float = OMEGA) -> Transducer:
     """Train (or go on training ``init``) for ``minutes``; checkpoints to ``out``."""
     vocab = vocabulary()
     word_id = {w: i for i, w in enumerate(vocab)}
@@ -170,10 +173,10 @@ def fit(data: list[tuple[str, np.ndarray]], held_out: list[tuple[str, np.ndarray
             g, _ = model.decoder(torch.cat([blank, targets], 1))
             token_lp, dur_lp = model.joint(model.joint.enc(enc)[:, :, None],
                                            model.joint.pred(g)[:, None])
-            rnnt_batch = rng.random() < OMEGA
+            rnnt_batch = rng.random() < omega
             loss = (rnnt_loss(token_lp, targets, frames, labels, model.cfg.blank) if rnnt_batch
                     else tdt_loss(token_lp, dur_lp, targets, frames, labels, model.cfg.blank,
-                                  model.cfg.durations, SIGMA))
+                                  model.cfg.durations, sigma))
             ctc = torch.nn.functional.ctc_loss(
                 ctc_head(enc).log_softmax(-1).transpose(0, 1), targets, frames, labels,
                 blank=model.cfg.blank, zero_infinity=True) if ctc_weight else torch.zeros(())
