@@ -8,7 +8,13 @@
   ``first_partial_s`` = audio pushed when the first partial appeared (what a user waits for,
   plus compute: the model emits a word only after the chunk holding its end is complete).
   ``int8`` repeats the default chunk with dynamic int8 quantisation.
-* ``decoding``: greedy RNN-T vs TDT on the same encoder output: joint calls and decode time.
+* ``decoding``: greedy RNN-T vs TDT on the same encoder output: joint calls and decode time;
+  ``durations`` is TDT's histogram of predicted durations (frames jumped) at its joint calls,
+  for blanks and for tokens.
+* ``real_voice``: the in-domain word error rate on the real recordings with numbers
+  (``voiceagent_plugins/transducer/real_speech.py`` says which clips and the exact rule),
+  clean and through a phone line (8 kHz G.711 mu-law): ours with greedy RNN-T and TDT (and
+  their joint calls) beside Whisper tiny.en (the ``whisper`` backend) on the same audio.
 * ``batching``: one batched encoder+decoder step for N streams (all replaying the first
   clip); ``throughput`` = N x chunk / step, the streams one thread keeps in real time when
   they are batched N at a time (the throughput curve); ``streams_real_time`` is the largest N
@@ -78,7 +84,7 @@ def decoding_figures(args, audios) -> dict:
     from voiceagent_plugins.transducer.streaming import ChunkFeeder
 
     model = load(args.checkpoint or SHIPPED)
-    out = {}
+    out: dict = {}
     for tdt in (False, True):
         decoder = GreedyDecoder(model, tdt=tdt)
         calls, times = 0, []
@@ -95,9 +101,62 @@ def decoding_figures(args, audios) -> dict:
             calls += hyp.joint_calls
         out["tdt" if tdt else "rnnt"] = {
             "joint_calls": calls, "decode_ms": round(1000 * sum(times) / args.runs, 2)}
+    if model.cfg.durations:
+        out["durations"] = duration_histogram(model, audios)
     return out
 
 
+def duration_histogram(model, audios) -> dict[str, dict[int, int]]:
+    """TDT greedy over ``audios``: how often each duration was predicted, for blanks and for
+    tokens (read off the joint's outputs by a hook: the decoder itself keeps no tally)."""
+    from voiceagent_plugins.transducer.decoding import GreedyDecoder
+    from voiceagent_plugins.transducer.streaming import transcribe
+
+    durations, blank = model.cfg.durations, model.cfg.blank
+    counts: dict[str, dict[int, int]] = {"blank": dict.fromkeys(durations, 0),
+                                         "token": dict.fromkeys(durations, 0)}
+
+    def tally(_module, _inputs, output) -> None:
+        token_lp, dur_lp = output
+        for token, d in zip(token_lp.argmax(-1).flatten().tolist(),
+                            dur_lp.argmax(-1).flatten().tolist()):
+            counts["blank" if token == blank else "token"][durations[d]] += 1
+
+    hook = model.joint.register_forward_hook(tally)
+    try:
+        for audio in audios:
+            transcribe(model, audio, GreedyDecoder(model, tdt=True))
+    finally:
+        hook.remove()
+    return counts
+
+
+def real_voice_figures(args) -> dict:
+    from training.turn.augment import phone_line
+    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
+    from voiceagent_plugins.transducer.decoding import GreedyDecoder
+    from voiceagent_plugins.transducer.real_speech import (CLIPS, in_domain_wer, load_clips,
+                                                             score)
+    from voiceagent_plugins.transducer.streaming import decode_clip
+
+    model = load(args.checkpoint or SHIPPED)
+    whisper = registry.get("stt", "whisper")
+    clean = load_clips(args.data)
+    out: dict = {"clips": list(clean)}
+    for channel, audios in (("clean", clean),
+                            ("phone", {k: phone_line(a) for k, a in clean.items()})):
+        row: dict = {}
+        for name in ("rnnt", "tdt"):
+            decoder = GreedyDecoder(model, tdt=name == "tdt")
+            hyps = {clip: decode_clip(model, audio, decoder) for clip, audio in audios.items()}
+            texts = {clip: model.text(hyp.tokens) for clip, hyp in hyps.items()}
+            row[name] = {"wer": round(in_domain_wer((CLIPS[c], t) for c, t in texts.items()), 3),
+                         "joint_calls": sum(hyp.joint_calls for hyp in hyps.values()),
+                         "texts": texts}
+        wer, texts = score(lambda a: whisper.decode(a, final=True).text, audios)
+        row["whisper_tiny_en"] = {"wer": round(wer, 3), "texts": texts}
+        out[channel] = row
+    return out
 def batching_figures(args, audios, chunk_ms: int) -> dict:
     """N streams all saying the first clip (caches filling as in real use): median time of
     one batched encoder + greedy decoding step over ``--runs`` replays."""
@@ -171,8 +230,9 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 64, 128, 256])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--engine-streams", type=int, nargs="+", default=[1, 4, 16, 64])
-    p.add_argument("--only", nargs="+", choices=["chunks", "decoding", "batching", "engine"],
-                   default=["chunks", "decoding", "batching", "engine"])
+    p.add_argument("--only", nargs="+",
+                   choices=["chunks", "decoding", "real_voice", "batching", "engine"],
+                   default=["chunks", "decoding", "real_voice", "batching", "engine"])
     args = p.parse_args()
     import torch
     torch.set_num_threads(args.threads)
@@ -184,6 +244,7 @@ def main() -> None:
         "chunks": [chunk_figures(args, audios, ms) for ms in args.chunks_ms]
         + [chunk_figures(args, audios, 160, quantize=True)] if "chunks" in args.only else [],
         "decoding": decoding_figures(args, audios) if "decoding" in args.only else None,
+        "real_voice": real_voice_figures(args) if "real_voice" in args.only else None,
         "batching": [batching_figures(args, audios, ms) for ms in (160, 640)]
         if "batching" in args.only else [],
         "engine": engine_figures(args, audios) if "engine" in args.only else [],
@@ -196,6 +257,16 @@ def main() -> None:
         lines.append(f"\ngreedy rnnt: {d['rnnt']['joint_calls']} joint calls, "
                      f"{d['rnnt']['decode_ms']} ms; tdt: {d['tdt']['joint_calls']} joint calls, "
                      f"{d['tdt']['decode_ms']} ms")
+        for kind, counts in d.get("durations", {}).items():
+            lines.append(f"TDT durations predicted for {kind}s: " + ", ".join(
+                f"{k}: {v}" for k, v in counts.items()))
+    if r := figures["real_voice"]:
+        for channel in ("clean", "phone"):
+            row = r[channel]
+            lines.append(f"\nreal voices ({channel}), in-domain WER: rnnt {row['rnnt']['wer']} "
+                         f"({row['rnnt']['joint_calls']} joint calls), tdt {row['tdt']['wer']} "
+                         f"({row['tdt']['joint_calls']} joint calls), whisper tiny.en "
+                         f"{row['whisper_tiny_en']['wer']}")
     for b in figures["batching"]:
         steps = ", ".join(f"{r['streams']}: {r['step_ms']} ms ({r['throughput']} real-time)"
                           for r in b["steps"])

@@ -97,3 +97,49 @@ def test_beam_search_finds_the_greedy_path_here():
     BeamDecoder(model, beam=3).decode(frames(*AUDIO), [state])
     assert state.tokens == [A, B]
     assert state.joint_calls > 5
+
+
+def reference_tdt_greedy(model: Transducer, f: torch.Tensor, max_symbols: int = 8
+                         ) -> tuple[list[int], int]:
+    """Greedy TDT as the paper writes it, one stream, one frame at a time: (tokens, joint
+    calls). A blank moves on by its duration (at least one frame), a token by its own."""
+    from voiceagent_plugins.transducer.decoding import initial, predict
+    hyp, t, on_frame, calls = initial(model), 0, 0, 0
+    blank, durations = model.cfg.blank, model.cfg.durations
+    while t < f.shape[0]:
+        token_lp, dur_lp = model.joint(f[t], hyp.g)
+        calls += 1
+        token, step = int(token_lp.argmax()), durations[int(dur_lp.argmax())]
+        if token == blank:
+            step = max(step, 1)
+        else:
+            hyp.tokens.append(token)
+            (g,), (hyp.state,) = predict(model, torch.tensor([token]), [hyp.state])
+            hyp.g = g
+            on_frame += 1
+            if on_frame >= max_symbols:
+                step = max(step, 1)
+        on_frame = 0 if step else on_frame
+        t += step
+    return hyp.tokens, calls
+
+
+@torch.inference_mode()
+def test_tdt_greedy_with_long_jumps_equals_the_reference_batched_and_in_chunks():
+    """Durations up to 8 frames (the shipped model's) jump over several 2-frame chunks; three
+    streams decoded together, chunk by chunk, give the reference's tokens and joint calls."""
+    torch.manual_seed(4)
+    model = Transducer(ModelConfig(["a", "b", "c"], d_model=8, n_heads=2, n_layers=1,
+                                   durations=list(range(9)))).eval()
+    with torch.no_grad():  # favour long durations and blanks so that jumps happen
+        model.joint.joint_net[2].bias[model.cfg.blank] += 1.0
+        model.joint.joint_net[2].bias[-3:] += 2.0
+    f = 3 * torch.randn(3, 40, model.cfg.joint_hidden)
+    decoder = GreedyDecoder(model, tdt=True)
+    hyps = [decoder.initial() for _ in range(3)]
+    for start in range(0, 40, 2):
+        decoder.decode(f[:, start:start + 2], hyps)
+    for row, hyp in enumerate(hyps):
+        tokens, calls = reference_tdt_greedy(model, f[row])
+        assert (hyp.tokens, hyp.joint_calls) == (tokens, calls)
+        assert tokens and calls < 40  # it emitted and it skipped

@@ -88,3 +88,35 @@ def test_losses_match_brute_force_with_padding():
                                torch.stack(rnnt).mean())
     torch.testing.assert_close(tdt_loss(lp, dp, targets, frames, labels, blank, durations),
                                torch.stack(tdt).mean())
+
+
+def test_tdt_sigma_charges_every_emission():
+    """Logit under-normalisation (the TDT paper's sigma) is the TDT loss of log-probs lowered
+    by sigma: an alignment with fewer emissions (longer jumps) loses less."""
+    torch.manual_seed(2)
+    T, U, V, blank, durations, sigma = 6, 2, 3, 3, [0, 1, 2, 4], 0.05
+    lp = torch.randn(1, T, U + 1, V + 1).log_softmax(-1)
+    dp = torch.randn(1, T, U + 1, len(durations)).log_softmax(-1)
+    targets, frames, labels = torch.tensor([[0, 2]]), torch.tensor([T]), torch.tensor([U])
+    expected = -_paths(lp[0] - sigma, dp[0], [0, 2], durations, blank) / U
+    got = tdt_loss(lp, dp, targets, frames, labels, blank, durations, sigma)
+    torch.testing.assert_close(got, expected)
+    assert got > tdt_loss(lp, dp, targets, frames, labels, blank, durations)
+
+
+def test_widening_the_duration_head_keeps_what_the_model_knew():
+    from voiceagent_plugins.transducer.train import widen_durations
+    torch.manual_seed(3)
+    narrow = Transducer(ModelConfig(["a", "b"], d_model=16, n_heads=2, n_layers=1,
+                                    durations=[0, 1, 2])).eval()
+    wide = widen_durations(narrow, [0, 1, 2, 3, 4]).eval()
+    assert wide.cfg.durations == [0, 1, 2, 3, 4] and narrow.cfg.durations == [0, 1, 2]
+    f, g = torch.randn(5, narrow.cfg.joint_hidden), torch.randn(5, narrow.cfg.joint_hidden)
+    tokens, durations = narrow.joint(f, g)
+    wide_tokens, wide_durations = wide.joint(f, g)
+    torch.testing.assert_close(wide_tokens, tokens)
+    # kept durations keep their relative odds; 3 and 4 start as copies of 2
+    torch.testing.assert_close(wide_durations[:, :3] - wide_durations[:, :1],
+                               durations - durations[:, :1])
+    torch.testing.assert_close(wide_durations[:, 3], wide_durations[:, 2])
+    torch.testing.assert_close(wide_durations[:, 4], wide_durations[:, 2])

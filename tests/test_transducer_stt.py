@@ -3,6 +3,8 @@ in its domain, held-out synthetic speech, and the streaming protocol."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,8 +21,17 @@ PIECE = 320  # 20 ms
 # two synthetic voices only, transfers poorly to real speakers. This bound only guards that
 # much; it is not a claim of usefulness on real speech.
 REAL_WER_MAX = 0.67
-# Held-out synthetic phrases (seeds never used in training): measured 0.079 (8 of 101 words).
-SYNTH_WER_MAX = 0.12
+# Held-out synthetic phrases (seeds never used in training) by Piper, its main training voice,
+# in synth.py's three sampling styles and its rate/pitch range: measured 0.08-0.15 over four
+# runs (Piper's sampling varies the audio from run to run; 99 words).
+SYNTH_WER_MAX = 0.2
+# The real recordings with numbers, in-domain WER (real_speech.py; 11 words): measured 0.818
+# (9 errors). A guard of the level only: it is not useful on real speech.
+REAL_IN_DOMAIN_WER_MAX = 0.91
+# The many-voice TDT candidate (training/transducer/, not shipped: docs/transducer.md says why)
+CANDIDATE = Path(__file__).parents[1] / "training" / "transducer" / "phone_commands_tdt8.pt"
+# its in-domain WER over a phone line: measured 0.727 (8 of 11; the shipped model: 1.09)
+CANDIDATE_PHONE_WER_MAX = 0.82
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +70,49 @@ async def test_backend_through_the_registry_streams_partials_then_a_final(stt, s
 
 
 @pytest.mark.slow
+async def test_real_voices_in_domain(stt, speech_dir):
+    """The real recordings with numbers (never trained on), through the backend in 20 ms
+    pieces: the pooled WER over their number words (real_speech.py gives the rule)."""
+    from voiceagent_plugins.transducer.real_speech import CLIPS, in_domain_wer, load_clips
+
+    pairs = [(CLIPS[name], (await stream_through(stt, audio))[1])
+             for name, audio in load_clips(speech_dir).items()]
+    assert in_domain_wer(pairs) <= REAL_IN_DOMAIN_WER_MAX, pairs
+
+
+def test_the_tdt_candidate_skips_on_real_voices(speech_dir):
+    """The many-voice candidate trained with durations 0-8 and sigma under-normalisation, on
+    the real clips clean and over a phone line: TDT greedy needs at most half RNN-T greedy's
+    joint calls for a WER no worse, and hears the phone line better than the shipped model."""
+    import torch
+
+    from training.turn.augment import phone_line
+    from voiceagent_plugins.transducer.checkpoint import load
+    from voiceagent_plugins.transducer.decoding import GreedyDecoder
+    from voiceagent_plugins.transducer.real_speech import CLIPS, in_domain_wer, load_clips
+    from voiceagent_plugins.transducer.streaming import decode_clip
+
+    torch.set_num_threads(1)
+    model, clean = load(CANDIDATE), load_clips(speech_dir)
+    for channel in (lambda a: a, phone_line):
+        results = {}
+        for tdt in (False, True):
+            hyps = {n: decode_clip(model, channel(a), GreedyDecoder(model, tdt)) for n, a in
+                    clean.items()}
+            results[tdt] = (in_domain_wer((CLIPS[n], model.text(h.tokens))
+                                          for n, h in hyps.items()),
+                            sum(h.joint_calls for h in hyps.values()))
+        (rnnt_wer, rnnt_calls), (tdt_wer, tdt_calls) = results[False], results[True]
+        assert 2 * tdt_calls <= rnnt_calls and tdt_wer <= rnnt_wer, results
+    assert tdt_wer <= CANDIDATE_PHONE_WER_MAX
+
+
+@pytest.mark.slow
 async def test_held_out_synthetic_phrases(stt):
     pytest.importorskip("piper")
     from voiceagent_plugins.transducer.synth import synthesize
     pairs = []
-    for utterance in synthesize(30, seed=424242):  # seeds the training never used
+    for utterance in synthesize(30, seed=424242, families=("piper",)):  # unseen seed
         _, text = await stream_through(stt, utterance.audio)
         pairs.append((utterance.text, text))
     assert pooled_wer(pairs) <= SYNTH_WER_MAX

@@ -46,10 +46,14 @@ def rnnt_loss(token_lp: torch.Tensor, targets: torch.Tensor, frames: torch.Tenso
 
 def tdt_loss(token_lp: torch.Tensor, duration_lp: torch.Tensor, targets: torch.Tensor,
              frames: torch.Tensor, labels: torch.Tensor, blank: int,
-             durations: list[int]) -> torch.Tensor:
+             durations: list[int], sigma: float = 0.0) -> torch.Tensor:
     """Token-and-Duration Transducer loss (Xu et al. 2023): every emission also predicts how
-    many frames to advance; blanks advance at least one. ``duration_lp`` (B, T, U+1, D)."""
-    blank_lp, emit = _gather(token_lp, targets, blank)
+    many frames to advance; blanks advance at least one. ``duration_lp`` (B, T, U+1, D).
+
+    ``sigma`` is the paper's logit under-normalisation: every token or blank emission costs
+    ``sigma`` nats more, so of two alignments the one with fewer emissions (longer jumps over
+    blanks) is preferred; the model learns to skip (NeMo's default is 0.05)."""
+    blank_lp, emit = _gather(token_lp - sigma, targets, blank)
     b, t_max, u1 = blank_lp.shape
     alphas: list[torch.Tensor] = []
     ends: list[torch.Tensor] = []  # log-prob of finishing exactly at frame t + 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .decoding import BeamDecoder, GreedyDecoder
+from .decoding import BeamDecoder, BeamState, GreedyDecoder, Hypothesis
 from .model import Transducer
 
 
@@ -58,13 +58,20 @@ class ChunkFeeder:
             chunks += self.push(np.zeros(max(pad, 0), np.float32))
         return chunks
 
-def transcribe(model: Transducer, audio: np.ndarray, decoder: GreedyDecoder | BeamDecoder,
-               chunk: int | None = None) -> str:
-    """Decode a whole clip as one stream, chunk by chunk (what the engine does, unbatched)."""
+def decode_clip(model: Transducer, audio: np.ndarray, decoder: GreedyDecoder | BeamDecoder,
+                chunk: int | None = None) -> Hypothesis | BeamState:
+    """Decode a whole clip as one stream, chunk by chunk (what the engine does, unbatched):
+    the final hypothesis (tokens, joint calls)."""
     feeder = ChunkFeeder(model, chunk or model.cfg.chunk_frames)
     state, hyp = model.encoder.init_state(1), decoder.initial()
     with torch.inference_mode():
         for feats in feeder.push(audio) + feeder.flush():
             enc, state = model.encoder.stream(feats[None], state)
             decoder.decode(model.joint.enc(enc), [hyp])
-    return model.text(hyp.tokens)
+    return hyp
+
+
+def transcribe(model: Transducer, audio: np.ndarray, decoder: GreedyDecoder | BeamDecoder,
+               chunk: int | None = None) -> str:
+    """The text of :func:`decode_clip`."""
+    return model.text(decode_clip(model, audio, decoder, chunk).tokens)
