@@ -7,6 +7,7 @@ clip is streamed once, by a module fixture, and the tests read from that run.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,27 @@ async def test_streams_share_the_model(stt: WhisperSTT, clips: dict[str, Clip],
                                       for n in names))
     for name, run in zip(names, together):
         assert run == runs[name]
+
+
+async def test_a_final_decode_goes_before_other_streams_partials(stt: WhisperSTT) -> None:
+    """With the model busy, a stream's final decode (a turn's end waits for it) is served
+    before a partial that was queued first; a cancelled waiter leaves the queue."""
+    order: list[str] = []
+    busy = threading.Event()
+    running = asyncio.create_task(stt.run(lambda: busy.wait(5) and order.append("busy"),
+                                          urgent=False))
+    await asyncio.sleep(0.1)  # the first decode holds the model
+    partial = asyncio.create_task(stt.run(lambda: order.append("partial"), urgent=False))
+    gone = asyncio.create_task(stt.run(lambda: order.append("gone"), urgent=True))
+    await asyncio.sleep(0.05)
+    final = asyncio.create_task(stt.run(lambda: order.append("final"), urgent=True))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    await asyncio.sleep(0.05)
+    busy.set()
+    await asyncio.wait_for(asyncio.gather(running, partial, final), 10)
+    assert order == ["busy", "final", "partial"]
+    assert gone.cancelled()
 
 
 async def test_finish_after_pause_reuses_the_decode(stt: WhisperSTT,

@@ -30,9 +30,12 @@ Whisper transcribes whole windows, not streams, so streaming is built on top of 
   of text). It hears the prosody as well as the words, which makes it the endpointer's best
   completeness signal (docs/benchmarks.md).
 
-The model is loaded once and shared by all streams. CTranslate2 queues concurrent calls on
-its ``num_workers`` workers, and faster-whisper keeps no state between calls, so streams
-decode from worker threads without a lock. Calls on one stream must not overlap.
+The model is loaded once and shared by all streams; faster-whisper keeps no state between
+calls, so streams decode from worker threads. With one CTranslate2 worker (the default) the
+decodes waiting for it take turns by urgency, under a :class:`~voiceagent.threads.ModelLock`:
+a final decode (a turn's end and its reply wait for it) before other streams' partials, so
+one caller's end of turn does not queue behind three callers' running transcripts. With more
+workers CTranslate2 queues the calls in order. Calls on one stream must not overlap.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ from __future__ import annotations
 import asyncio
 import math
 import zlib
+from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -53,8 +59,11 @@ from voiceagent.deps import require
 from voiceagent.errors import ConfigError
 from voiceagent.registry import BackendOptions, validate_options
 from voiceagent.text import prefix_end, word_keys
+from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
 
 SAMPLE_RATE = 16_000
+T = TypeVar("T")
+
 _MIN_DECODE_S = 0.3  # on shorter audio Whisper invents words ("you", "Thank you.")
 _PAD_S = 6.0         # silence after the audio in a partial decode's window
 _FINAL_PAD_S = 12.0  # ... and in a final one (its end probability separates better)
@@ -148,9 +157,24 @@ class WhisperSTT:
         self.beam_size, self.final_beam_size = opts.beam_size, opts.final_beam_size
         self.partial_interval = opts.partial_interval
         self.language = opts.language
+        # One CTranslate2 worker serves decodes one at a time; they take turns by urgency.
+        self._turns = ModelLock() if opts.num_workers == 1 else None
 
     def stream(self) -> WhisperStream:
         return WhisperStream(self)
+
+    async def run(self, work: Callable[[], T], urgent: bool) -> T:
+        """``work`` (one stream's decode) in a worker thread. With one CTranslate2 worker (the
+        default), waiting decodes take turns by urgency: a final decode, which a turn's end
+        and its reply wait for, before other streams' partials; with more, CTranslate2's own
+        queue serves them in order."""
+        if self._turns is None:
+            return await asyncio.to_thread(work)
+        turn = ModelTurn(self._turns, Priority.FIRST_AUDIO if urgent else Priority.LATER)
+        async with aclosing(iterate_in_thread(lambda: iter((work(),)), lock=turn)) as results:
+            async for result in results:
+                return result
+        raise AssertionError("a decode's worker ended without a result")
 
     def decode(self, audio: np.ndarray, final: bool) -> Transcript:
         """The text of ``audio`` (at most ``_WINDOW_S``) and, for a final-quality decode, the
@@ -348,7 +372,7 @@ class WhisperStream:
         self._chunks = [tail]
         if len(tail) < _MIN_DECODE_S * SAMPLE_RATE:  # a turn's start: a cut leaves _KEEP_S
             return Transcript("")
-        decoded = await asyncio.to_thread(self._run, tail, final)
+        decoded = await self._stt.run(partial(self._run, tail, final), urgent=final)
         # The state changes only here, on the loop: a cancelled decode leaves it as it was.
         self.decodes += decoded.model_calls
         self._chunks = [tail[decoded.cut:]]
