@@ -47,7 +47,8 @@ class PauseEvidence:
                    speaking_rate(transcript, speech_seconds))
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
+    """log(p / (1 - p)), with ``p`` kept off 0 and 1."""
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
 
@@ -62,10 +63,10 @@ def feature_names() -> list[str]:
 
 def features(evidence: PauseEvidence, silence: float) -> list[float]:
     """The model's input vector (in :func:`feature_names` order)."""
-    end = _logit(evidence.end_probability)
+    end = logit(evidence.end_probability)
     log_silence = math.log(max(silence, 0.02))
     shape = astuple(evidence.shape)
-    return [end, _logit(evidence.audio_score), silence, log_silence, end * log_silence,
+    return [end, logit(evidence.audio_score), silence, log_silence, end * log_silence,
             math.log1p(shape[0]), evidence.rate,
             *(float(v) for v in shape[1:]), *astuple(evidence.prosody)]
 

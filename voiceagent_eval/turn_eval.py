@@ -26,7 +26,7 @@ from voiceagent.agent import EndpointingOptions
 from voiceagent.audio import PIPELINE_RATE
 from voiceagent.text import normalize
 from voiceagent.turn_features import Prosody, prosody
-from voiceagent.turn_model import PauseEvidence, TurnModel
+from voiceagent.turn_model import PauseEvidence, TurnModel, logit
 from voiceagent.turn_policy import turn_over, uses_end_probability
 
 FRAME = 0.02
@@ -288,11 +288,6 @@ def delay_within(points: list[CurvePoint], rate: float) -> float | None:
     return min(delays) if delays else None
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-4), 1 - 1e-4)
-    return float(np.log(p / (1 - p)))
-
-
 def signal_ceiling(measured: list[tuple[Case, list[Pause]]], within: float,
                    allowed_cutoffs: int = 1) -> int:
     """An upper bound, fitted on ``measured`` itself: the most complete turns any weighted sum
@@ -301,7 +296,7 @@ def signal_ceiling(measured: list[tuple[Case, list[Pause]]], within: float,
     cutting at most ``allowed_cutoffs`` split cases. A split is cut when its best-scoring
     pause in the inserted gap scores above the bound and the gap outlasts ``within``."""
     def row(p: Pause) -> np.ndarray:
-        return np.array([_logit(p.end_probability or 0.0), _logit(p.audio_score),
+        return np.array([logit(p.end_probability or 0.0), logit(p.audio_score),
                          p.completeness_score])
 
     complete = np.array([row(ps[-1]) for c, ps in measured if c.kind == "complete" and ps])

@@ -197,11 +197,11 @@ class EndpointerNode(Node):
         barge = self._barge
         if barge is not None and not barge.confirmed:
             if (self._speaking and now - barge.start >= self._barge_opts.min_duration
-                    and self._has_words(self._words)):
+                    and self._backchannels.interrupts(self._words)):
                 await self._confirm_barge_in(now)
             elif (not self._speaking and self._speech_end is not None
                   and now - self._speech_end >= self._barge_opts.resume_after
-                  and not self._has_words(self._words, self._confidence)):
+                  and not self._backchannels.interrupts(self._words, self._confidence)):
                 await self._resume(now)
         if self._turn_id is None:
             return
@@ -268,7 +268,7 @@ class EndpointerNode(Node):
         speech_end, pause, reason = decided
         barge = self._barge if self._barge and self._barge.turn_id == frame.turn_id else None
         if barge is not None and not barge.confirmed:
-            if self._has_words(frame.text, frame.confidence):
+            if self._backchannels.interrupts(frame.text, frame.confidence):
                 await self._confirm_barge_in(frame.ts)
             else:
                 await self._resume(frame.ts)
@@ -313,8 +313,8 @@ class EndpointerNode(Node):
         """Start a draft reply to the words decoded at this pause (replacing a draft for
         other words)."""
         words = normalize(frame.text)
-        if not self._preemptive or not words or (
-                self._barge is not None and not self._has_words(frame.text, frame.confidence)):
+        if not self._preemptive or not words or (self._barge is not None and not (
+                self._backchannels.interrupts(frame.text, frame.confidence))):
             return  # a backchannel over the agent is no turn to answer
         if self._draft is not None:
             if self._draft.words == words:
@@ -338,9 +338,6 @@ class EndpointerNode(Node):
                                                force=True))
 
     # -- barge-in -------------------------------------------------------------------------
-
-    def _has_words(self, text: str, confidence: float | None = None) -> bool:
-        return self._backchannels.interrupts(text, confidence)
 
     async def _confirm_barge_in(self, ts: float) -> None:
         assert self._barge is not None
