@@ -19,9 +19,10 @@ from voiceagent import registry
 
 from .chat import to_messages, to_tool_specs
 from .errors import as_api_errors
+from .naming import NamedBackend
 
 
-class LLM(llm.LLM):
+class LLM(NamedBackend, llm.LLM):
     """``backend``: a voiceagent LLM by registry name (``llamacpp``, ``openai``) or an
     object, with its ``options``. Of LiveKit's ``tool_choice`` only ``"none"`` (offer no
     tools) passes through: voiceagent's LLM interface has no other (the ``openai`` backend
@@ -30,15 +31,7 @@ class LLM(llm.LLM):
     def __init__(self, *, backend: Any = "llamacpp", **options: Any) -> None:
         super().__init__()
         self._backend = registry.resolve("llm", backend, **options)
-        self._name = backend if isinstance(backend, str) else type(backend).__name__
-
-    @property
-    def model(self) -> str:
-        return self._name
-
-    @property
-    def provider(self) -> str:
-        return "voiceagent"
+        self._name_backend(backend)
 
     def chat(self, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool] | None = None,
              conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
@@ -56,7 +49,7 @@ class LLMStream(llm.LLMStream):
         request = shortuuid("va_")
         messages = to_messages(self._chat_ctx)
         specs = to_tool_specs(self._tools)
-        what = f"the {owner._name} LLM"
+        what = f"the {owner.model} LLM"
         async with aclosing(owner._backend.chat(messages, specs)) as deltas:
             while True:
                 async with as_api_errors(what, self._conn_options.timeout, retryable=False):

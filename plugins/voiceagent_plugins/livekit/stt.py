@@ -35,10 +35,11 @@ from voiceagent.text import prefix_end
 
 from .errors import as_api_errors
 from .frames import to_float
+from .naming import NamedBackend
 from .speech import SAMPLE_RATE, SpeechTracker
 
 
-class STT(stt.STT):
+class STT(NamedBackend, stt.STT):
     """``backend``: a voiceagent STT by registry name (``whisper``, ``transducer``) or an
     object, with its ``options``; ``vad``: the VAD that marks speech for it. A transcript
     is final after ``final_silence`` of silence; speech after less than ``context_silence``
@@ -55,15 +56,7 @@ class STT(stt.STT):
         self._final_silence = final_silence
         self._context_silence = max(context_silence, final_silence)
         self._language = language
-        self._name = backend if isinstance(backend, str) else type(backend).__name__
-
-    @property
-    def model(self) -> str:
-        return self._name
-
-    @property
-    def provider(self) -> str:
-        return "voiceagent"
+        self._name_backend(backend)
 
     async def _recognize_impl(self, buffer: AudioBuffer, *,
                               language: NotGivenOr[str] = NOT_GIVEN,
@@ -73,7 +66,7 @@ class STT(stt.STT):
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         stream = self._backend.stream()
         try:
-            async with as_api_errors(f"the {self._name} STT", conn_options.timeout,
+            async with as_api_errors(f"the {self.model} STT", conn_options.timeout,
                                      retryable=False):
                 await stream.push(audio)
                 result = await stream.finish()
@@ -222,7 +215,7 @@ class _Listener:
                       self._offset + end)
 
     async def _call(self, step: Callable[[], Awaitable[Transcript | None]]) -> Transcript | None:
-        async with as_api_errors(f"the {self._owner._name} STT", self._timeout,
+        async with as_api_errors(f"the {self._owner.model} STT", self._timeout,
                                  retryable=True):
             return await step()
 

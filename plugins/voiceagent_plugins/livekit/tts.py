@@ -23,9 +23,10 @@ from voiceagent.chunker import SentenceChunker
 
 from .errors import as_api_errors
 from .frames import to_pcm
+from .naming import NamedBackend
 
 
-class TTS(tts.TTS):
+class TTS(NamedBackend, tts.TTS):
     """``backend``: a voiceagent TTS by registry name (or an object), with its ``options``;
     ``first_clause_chars``: the chunker's early first cut (0: whole sentences only)."""
 
@@ -34,16 +35,8 @@ class TTS(tts.TTS):
         self._backend = registry.resolve("tts", backend, **options)
         super().__init__(capabilities=tts.TTSCapabilities(streaming=True),
                          sample_rate=int(self._backend.sample_rate), num_channels=1)
-        self._name = backend if isinstance(backend, str) else type(backend).__name__
+        self._name_backend(backend)
         self._first_clause_chars = first_clause_chars or 10**9
-
-    @property
-    def model(self) -> str:
-        return self._name
-
-    @property
-    def provider(self) -> str:
-        return "voiceagent"
 
     def synthesize(self, text: str, *,
                    conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
@@ -60,7 +53,7 @@ class TTS(tts.TTS):
         async with aclosing(self._backend.synthesize(text)) as pieces:
             while True:
                 # a synthesis failing the same way again is no use: not retryable
-                async with as_api_errors(f"the {self._name} TTS", timeout, retryable=False):
+                async with as_api_errors(f"the {self.model} TTS", timeout, retryable=False):
                     piece = await anext(pieces, None)
                 if piece is None:
                     return seconds

@@ -20,13 +20,14 @@ from voiceagent import registry
 from voiceagent.agent import EndpointingOptions
 
 from .frames import to_float, to_frame
+from .naming import NamedBackend
 from .speech import SAMPLE_RATE, SpeechTracker
 
 #: the longest speech an END_OF_SPEECH event carries (older audio is dropped)
 MAX_SPEECH_S = 60.0
 
 
-class VAD(vad.VAD):
+class VAD(NamedBackend, vad.VAD):
     """``backend``: a voiceagent VAD by registry name (or an object). ``min_silence`` is the
     silence that ends a speech segment: LiveKit starts its end-of-turn decision there.
     The other endpointing options (``activation_threshold``, ``min_speech``, ``pre_roll``)
@@ -38,15 +39,7 @@ class VAD(vad.VAD):
         self._backend = registry.resolve("vad", backend, **options)
         base = endpointing or EndpointingOptions()
         self._options = base.model_copy(update={"min_silence": min_silence})
-        self._name = backend if isinstance(backend, str) else type(backend).__name__
-
-    @property
-    def model(self) -> str:
-        return self._name
-
-    @property
-    def provider(self) -> str:
-        return "voiceagent"
+        self._name_backend(backend)
 
     def stream(self) -> VADStream:
         return VADStream(self)
