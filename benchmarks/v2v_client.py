@@ -43,6 +43,7 @@ from cli_server import free_port, stop, voiceagent_serve, wait_healthy  # noqa: 
 from llm_server import LlamaServer  # noqa: E402
 
 from voiceagent.audio import load_audio  # noqa: E402
+from voiceagent.metrics import STAGES  # noqa: E402
 from voiceagent_eval.webrtc_client import TimedReply, time_reply  # noqa: E402
 
 SETTLE = 1.0  # seconds between measurements: the last replies' work is cancelled by then
@@ -114,6 +115,10 @@ def summary(replies: list[TimedReply]) -> dict:
             # the parts' medians, where the server reported its own figure (voiceagent)
             **{part: median([getattr(r, part) for r in replies])
                for part in ("inbound", "server", "outbound")},
+            # the server's part by stage (its latency_breakdown events), medians
+            "breakdown": {stage: median([r.breakdown[stage] for r in replies if r.breakdown])
+                          for stage, _ in STAGES},
+            "drafts_committed": sum(bool(r.breakdown and r.breakdown["draft"]) for r in replies),
             "latencies": [None if r.voice_to_voice is None else round(r.voice_to_voice, 3)
                           for r in replies]}
 
@@ -177,6 +182,16 @@ def main() -> None:
                          f"{ms(row['inbound'])} {ms(row['server'])} {ms(row['outbound'], 8)}")
     lines.append("(ms; ratio: the median over Pipecat's; inbound, server, outbound: "
                  "medians of the parts where the server reports its own voice-to-voice)")
+    lines.append(f"\n{'callers':>7} {'side':10} " + " ".join(f"{s:>15}" for s, _ in STAGES)
+                 + " drafts")
+    for k in args.callers:
+        for target, row in figures["callers"][str(k)].items():
+            if target != "pipecat":
+                lines.append(f"{k:7} {target:10} " + " ".join(
+                    ms(row["breakdown"][s], 15) for s, _ in STAGES)
+                    + f" {row['drafts_committed']:3}/{row['answered']}")
+    lines.append("(the server part by stage, medians of its latency_breakdown events; drafts: "
+                 "replies that were committed drafts)")
     emit(figures, args.json, "\n".join(lines))
 
 

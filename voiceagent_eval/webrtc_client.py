@@ -154,6 +154,8 @@ class TimedReply:
     inbound: float | None = None
     server: float | None = None
     outbound: float | None = None
+    #: the server's latency_breakdown event of this turn (its stages, in seconds), if sent
+    breakdown: dict[str, float] | None = None
     #: (arrival time.monotonic(), dBFS) of every agent frame received
     heard: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
@@ -167,6 +169,7 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
     mic = ClipTrack(samples, lead)
     heard: list[tuple[float, float]] = []
     metrics: list[tuple[float, float | None]] = []  # (arrival, server voice-to-voice)
+    breakdowns: list[tuple[float, dict]] = []  # (arrival, latency_breakdown event)
     listeners: list[asyncio.Task] = []
 
     def on_message(raw: str | bytes) -> None:
@@ -176,6 +179,8 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
             event = json.loads(raw)
             if isinstance(event, dict) and event.get("type") == "metrics":
                 metrics.append((time.monotonic(), event["metrics"]["voice_to_voice"]))
+            elif isinstance(event, dict) and event.get("type") == "latency_breakdown":
+                breakdowns.append((time.monotonic(), event))
         except (ValueError, TypeError, KeyError):
             pass
 
@@ -203,7 +208,8 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
                           if t > mic.speech_end and level > HEARD_DBFS), None)
             if first is not None:
                 await asyncio.sleep(linger)
-                return _split(first - mic.speech_end, first, mic.speech_end, metrics, heard)
+                return _split(first - mic.speech_end, first, mic.speech_end, metrics,
+                              breakdowns, heard)
             if time.monotonic() > mic.speech_end + timeout:
                 break
         return TimedReply(None, heard=heard)
@@ -215,14 +221,15 @@ async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
 
 
 def _split(total: float, first: float, speech_end: float,
-           metrics: list[tuple[float, float | None]],
+           metrics: list[tuple[float, float | None]], breakdowns: list[tuple[float, dict]],
            heard: list[tuple[float, float]]) -> TimedReply:
     """``total`` with its parts where the server's metrics of this turn arrived."""
     served = next(((t, v2v) for t, v2v in metrics if speech_end < t <= first and v2v), None)
     if served is None:
         return TimedReply(total, heard=heard)
+    breakdown = next((b for t, b in breakdowns if speech_end < t <= first), None)
     arrival, server = served
     assert server is not None
     outbound = first - arrival
     return TimedReply(total, inbound=total - server - outbound, server=server,
-                      outbound=outbound, heard=heard)
+                      outbound=outbound, heard=heard, breakdown=breakdown)
