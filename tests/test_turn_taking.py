@@ -34,7 +34,7 @@ from voiceagent.runner import converse_with_file
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioOutput
 from voiceagent.text import normalize
-from voiceagent.turn_policy import required_silence
+from voiceagent.turn_policy import audio_needed, required_silence
 from voiceagent_eval.turn_eval import ScriptedUserInput, silent_from
 
 STORY = "You are a storyteller. Always answer with a long story of at least six sentences."
@@ -54,6 +54,47 @@ def test_required_silence_adapts_to_the_scores():
     middle = required_silence(o, between, between)
     assert o.complete_silence < middle < o.incomplete_silence
     assert required_silence(o.model_copy(update={"mode": "vad"}), 1.0, 1.0) == o.silence_timeout
+
+
+def test_the_audio_score_is_needed_only_where_it_can_change_the_wait():
+    o = EndpointingOptions()
+    assert not audio_needed(o, None)  # it cannot decide alone by default
+    assert audio_needed(o.model_copy(update={"confident_audio": 0.9}), None)
+    assert not audio_needed(o, 0.999) and not audio_needed(o, 0.1)  # the text settles it
+    assert required_silence(o, None, 0.999) == o.complete_silence
+    between = (o.complete_score + o.incomplete_score) / 2
+    assert audio_needed(o, between)  # the audio could tip it either way: wait for it
+    assert required_silence(o, None, between) == o.incomplete_silence
+    assert audio_needed(o.model_copy(update={"mode": "model"}), 0.999)
+    assert not audio_needed(o.model_copy(update={"mode": "vad"}), None)
+
+
+async def test_the_audio_model_runs_only_when_the_transcript_leaves_the_turn_open():
+    events = EventBus()
+    runtime = SessionRuntime("s", SessionClock(), events, MetricsTracker(events))
+    opts = EndpointingOptions()
+    between = (opts.complete_score + opts.incomplete_score) / 2
+    audio_model = FixedScore(1.0)
+    graph = Graph("g")
+    node = graph.add(EndpointerNode(AgentOptions(endpointing=opts), runtime, audio_model,
+                                    FixedScore(0.0)))
+    try:
+        for start, end_probability in ((0.0, 0.999), (2.0, between)):
+            await node.process(SpeechStarted(ts=start))
+            await node.process(SpeechStopped(ts=start + 1.0))
+            await asyncio.sleep(0.05)
+            asked = len(audio_model.asked)
+            await node.process(TranscriptFrame(text="I would like a table", final=False,
+                                               turn_id=node._turn_id, at_pause=True,
+                                               end_probability=end_probability))
+            await asyncio.sleep(0.05)
+            assert len(audio_model.asked) == asked + (end_probability == between)
+        assert asked == 0  # nothing before the transcript; the clear case never asked
+        # its score counts: the wait is shorter than with the transcript's score alone
+        assert node.required_silence() == required_silence(opts, 1.0, between)
+        assert node.required_silence() < opts.incomplete_silence
+    finally:
+        await graph.stop(graceful=False)
 
 
 class FixedScore:

@@ -13,12 +13,27 @@ from .turn_model import PauseEvidence, TurnModel
 def combined_score(opts: EndpointingOptions, audio: float | None,
                    text: float | None) -> float | None:
     """One completeness score from the audio model and the text model, or None (unknown).
-    Before the transcript is scored, the audio model alone decides only when confident."""
+    Before the transcript is scored, the audio model alone decides only when confident; a
+    text score alone decides unless the audio score could still change the wait."""
     if audio is not None and text is not None:
         return opts.audio_weight * audio + (1 - opts.audio_weight) * text
     if audio is not None:
         return audio if audio >= opts.confident_audio else None
-    return text
+    return None if text is None or audio_needed(opts, text) else text
+
+
+def audio_needed(opts: EndpointingOptions, text: float | None) -> bool:
+    """Whether the audio model's score can change the decision, given the text score known so
+    far (None: not yet): always in model mode; in hybrid mode, before the text score only if
+    a confident audio score may decide alone, after it only if the text score leaves the
+    wait open (with the default weight, a text score within about 0.94-0.97). The endpointer
+    runs the audio model only then, so on most pauses it costs nothing and never competes
+    with the transcript's decode for the CPU."""
+    if opts.mode != "hybrid":
+        return opts.mode == "model"
+    if text is None:
+        return opts.confident_audio < 1.0
+    return required_silence(opts, 0.0, text) != required_silence(opts, 1.0, text)
 
 
 def uses_end_probability(opts: EndpointingOptions, end_probability: float | None) -> bool:

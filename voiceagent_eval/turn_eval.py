@@ -17,6 +17,7 @@ re-running the models, and with their real latencies.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from voiceagent.audio import PIPELINE_RATE
 from voiceagent.text import normalize
 from voiceagent.turn_features import Prosody, prosody
 from voiceagent.turn_model import PauseEvidence, TurnModel, logit
-from voiceagent.turn_policy import turn_over, uses_end_probability
+from voiceagent.turn_policy import audio_needed, turn_over, uses_end_probability
 
 FRAME = 0.02
 INSERTED_PAUSES = (0.5, 1.0, 1.5)
@@ -163,8 +164,13 @@ def decision(pause: Pause, opts: EndpointingOptions,
     t = pause.reported
     text_score, text_latency = pause.text_score(opts)
     evidence = pause.evidence(opts) if model is not None else None
+    # the endpointer runs the audio model at the pause only where it may decide alone, else
+    # once the text score shows it can matter (turn_policy.audio_needed)
+    audio_from = (pause.reported if audio_needed(opts, None)
+                  else pause.reported + text_latency if audio_needed(opts, text_score)
+                  else math.inf)
     while t < pause.resumed:
-        audio = pause.audio_score if t >= pause.reported + pause.audio_latency else None
+        audio = pause.audio_score if t >= audio_from + pause.audio_latency else None
         text = text_score if t >= pause.reported + text_latency else None
         if turn_over(opts, t - pause.speech_end, audio, text, evidence, model):
             return t

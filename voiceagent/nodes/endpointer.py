@@ -2,12 +2,12 @@
 
 End of turn. Silence is timed on the audio frames' own timestamps (media time), so decisions
 do not depend on machine load or clock speed. In ``vad`` mode the turn ends after a fixed
-silence. In ``hybrid`` mode, when the user pauses, an audio end-of-turn model scores the last
-seconds of speech, and the transcript decoded at the pause comes with the recogniser's own
-probability that a sentence ends there (or, from a recogniser that has none, a text model
-scores it); their weighted score sets how much silence to wait for: little when the turn
-sounds and reads finished, a lot when it does not. A turn never lasts longer than
-``max_turn``.
+silence. In ``hybrid`` mode, when the user pauses, the transcript decoded at the pause comes
+with the recogniser's own probability that a sentence ends there (or, from a recogniser that
+has none, a text model scores it), and an audio end-of-turn model scores the last seconds of
+speech where its score can still change the outcome (:func:`~voiceagent.turn_policy.audio_needed`);
+their weighted score sets how much silence to wait for: little when the turn sounds and reads
+finished, a lot when it does not. A turn never lasts longer than ``max_turn``.
 
 The decision is broadcast as an :class:`EndOfTurnFrame`; the STT stage answers with the final
 transcript, which becomes the :class:`UserTurnFrame` the agent replies to. A turn with no
@@ -60,7 +60,7 @@ from ..runtime import SessionRuntime
 from ..text import normalize
 from ..turn_features import UNMEASURED, Prosody, prosody
 from ..turn_model import PauseEvidence, TurnModel
-from ..turn_policy import required_silence, turn_over, uses_end_probability
+from ..turn_policy import audio_needed, required_silence, turn_over, uses_end_probability
 
 AUDIO_CONTEXT = 8.0  # seconds of speech the audio model hears
 
@@ -71,6 +71,10 @@ class _Pause:
 
     audio: float | None = None
     text: float | None = None
+    #: the speech the audio model would score, and how long ago (s) it ended at its end;
+    #: kept from the pause's start, scored only once the score is needed (or at once)
+    clip: tuple[np.ndarray, float] | None = None
+    audio_asked: bool = False
     prosody: Prosody | None = None  # of the speech before the pause (model mode)
     evidence: PauseEvidence | None = None  # model mode: built once everything is in
 
@@ -160,7 +164,8 @@ class EndpointerNode(Node):
             self._speaking = False
             self._speech_end = frame.ts
             if self._hybrid:
-                self._score(self._score_audio(self._recent_audio(), self._audio_end - frame.ts))
+                self._pause.clip = (self._recent_audio(), self._audio_end - frame.ts)
+                self._ask_audio()
         elif isinstance(frame, TextInputFrame):
             await self._user_turn(self._rt.new_turn_id(), frame.text, frame.ts, frame.ts,
                                   _Pause(), "text")
@@ -172,6 +177,7 @@ class EndpointerNode(Node):
                 if self._hybrid and frame.at_pause and not self._speaking and frame.text:
                     if uses_end_probability(self._opts, frame.end_probability):
                         self._pause.text = frame.end_probability
+                        self._ask_audio()
                     else:
                         self._score(self._score_text(frame.text))
                     await self._prepare_reply(frame)
@@ -226,6 +232,14 @@ class EndpointerNode(Node):
         return turn_over(self._opts, silence, pause.audio, pause.text, pause.evidence,
                          self._model)
 
+    def _ask_audio(self) -> None:
+        """Score the pause's speech with the audio model if its score can still matter."""
+        pause = self._pause
+        if pause.clip is not None and not pause.audio_asked and audio_needed(self._opts,
+                                                                               pause.text):
+            pause.audio_asked = True
+            self._score(self._score_audio(*pause.clip))
+
     def _score(self, coro) -> None:
         self._scoring.append(self.spawn(coro, "score"))
 
@@ -249,6 +263,8 @@ class EndpointerNode(Node):
         assert self._completeness is not None
         pause = self._pause
         pause.text = await asyncio.to_thread(self._completeness.probability, text)
+        if pause is self._pause:  # else speech resumed: the result lands nowhere
+            self._ask_audio()
 
     async def _end_turn(self, ts: float, speech_end: float | None, reason: str) -> None:
         turn_id = self._turn_id
