@@ -13,6 +13,7 @@ import pytest
 
 from voiceagent import Agent, AgentOptions
 from voiceagent.agent import EndpointingOptions
+from voiceagent.audio import leading_silence, rms_dbfs
 from voiceagent.backends import TimedSpeech
 from voiceagent.clock import SessionClock
 from voiceagent.frames import (
@@ -369,3 +370,38 @@ async def test_word_timings_from_the_tts_travel_with_its_audio():
     pieces = h.output(AgentAudioFrame)
     assert [(p.words, p.chunk_end) for p in pieces] == [
         ((WordTiming("Hi", 0.0, 0.05),), False), (None, True)]
+
+
+async def test_a_replys_first_sound_comes_without_the_tts_lead_in_silence():
+    rate = 16_000
+    tone = (0.3 * np.sin(np.arange(1600) / 5)).astype(np.float32)
+    opening = np.concatenate([np.zeros(800, np.float32), tone])  # 50 ms of silence first
+
+    class TimedTTS:
+        sample_rate = rate
+
+        async def synthesize(self, text: str):
+            yield TimedSpeech(opening, (WordTiming("Hi", 0.05, 0.15),))
+            yield opening  # a later piece keeps its silence (the pause between phrases)
+
+    rt = make_runtime()
+    async with Harness(TTSNode(TimedTTS(), AgentOptions(), rt), runtime=rt) as h:
+        await h.send(TextChunkFrame(text="Hi there.", reply_id=1, first=True))
+        await h.send(TextChunkFrame(text="Next sentence.", reply_id=1))
+    first, second, third, fourth = h.output(AgentAudioFrame)
+    kept = round(0.005 * rate)  # the margin before the onset
+    assert len(first.samples) == len(tone) + kept and rms_dbfs(first.samples[kept:][:80]) > -20
+    (word,) = first.words
+    shift = (800 - kept) / rate
+    assert word.word == "Hi" and (word.start, word.end) == pytest.approx((0.05 - shift,
+                                                                          0.15 - shift))
+    assert all(len(p.samples) == len(opening) for p in (second, third, fourth))
+
+
+def test_leading_silence_is_counted_to_the_first_loud_window():
+    rate = 16_000
+    quiet = np.full(480, 1e-5, np.float32)  # -100 dBFS
+    loud = np.full(320, 0.1, np.float32)
+    assert leading_silence(np.concatenate([quiet, loud]), rate) == 480 - 80
+    assert leading_silence(loud, rate) == 0
+    assert leading_silence(quiet, rate) == 0  # all quiet: nothing to find, nothing cut

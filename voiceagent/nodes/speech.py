@@ -18,6 +18,7 @@ import contextlib
 import numpy as np
 
 from ..agent import AgentOptions
+from ..audio import leading_silence
 from ..backends import TTS, TimedSpeech, takes_first_of_reply
 from ..chunker import SentenceChunker
 from ..errors import BackendError
@@ -32,6 +33,7 @@ from ..frames import (
     ReplyFrame,
     SystemFrame,
     TextChunkFrame,
+    WordTiming,
 )
 from ..graph import Node
 from ..replies import ReplyActivity
@@ -122,7 +124,10 @@ class TTSNode(Node):
                             piece = await anext(stream)
                     except StopAsyncIteration:
                         break
-                    first = self._rt.clock.now() if first is None else first
+                    if first is None:
+                        first = self._rt.clock.now()
+                        if frame.first:  # the reply's first sound: no silence before it
+                            piece = _without_lead_in(piece, self._tts.sample_rate)
                     # Hold one piece back so the last one can carry chunk_end.
                     if pending is not None:
                         await self._out(frame, pending, chunk_end=False)
@@ -150,3 +155,17 @@ class TTSNode(Node):
                                         reply_id=chunk.reply_id,
                                         interruptible=chunk.interruptible, text=chunk.text,
                                         chunk_end=chunk_end, words=words))
+
+
+def _without_lead_in(piece: np.ndarray | TimedSpeech, rate: int) -> np.ndarray | TimedSpeech:
+    """``piece`` without the near-silence it opens with (its word timings moved to match)."""
+    samples = piece.samples if isinstance(piece, TimedSpeech) else piece
+    cut = leading_silence(samples, rate)
+    if not cut:
+        return piece
+    if not isinstance(piece, TimedSpeech):
+        return samples[cut:]
+    shift = cut / rate
+    return TimedSpeech(samples[cut:], tuple(
+        WordTiming(w.word, max(0.0, w.start - shift), max(0.0, w.end - shift))
+        for w in piece.words))
