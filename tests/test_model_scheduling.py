@@ -168,3 +168,42 @@ async def test_a_conversation_takes_its_next_turn_up_where_the_context_left_it()
     print(f"\nsecond turn's prompt evaluated: {evaluated[256]} tokens with the prefix cache, "
           f"{evaluated[0]} without")
     assert evaluated[256] < 30 < 100 < evaluated[0]
+
+
+async def test_a_generation_past_its_first_clause_stops_computing_while_a_first_clause_is_spoken(
+):
+    """The real SmolLM2 and Piper share the CPU's cores. While a generation streams its later
+    sentences, the speech of a reply's first clause (its own or another's) is urgent: the
+    generation hands the cores over at its next token and makes no token until that speech
+    is synthesised, then goes on to its end, keeping its model."""
+    from voiceagent_plugins.piper_tts import PiperTTS
+
+    llm = recording_llm(max_tokens=200)
+
+    class TimedPiper(PiperTTS):
+        spans: list[tuple[float, float]] = []  # each synthesis, in its worker thread
+
+        def _chunks(self, text):
+            start = time.monotonic()
+            pieces = list(super()._chunks(text))
+            self.spans.append((start, time.monotonic()))
+            yield from pieces
+
+    tts = TimedPiper()
+    story = asyncio.create_task(_chat(llm, STORY, [], "a"))
+    for _ in range(1200):  # well past its first clause
+        if len(llm.made.get(STORY, [])) >= 30:
+            break
+        await asyncio.sleep(0.01)
+    speech = [s async for s in tts.synthesize("Paris is the capital of France, and it is "
+                                              "a lovely city to visit.", first_of_reply=True)]
+    reply = await story
+    assert speech and len(reply) > 100
+    (start, end), = tts.spans
+    made = llm.made[STORY]
+    during = [t for t in made if start < t < end]
+    print(f"\nthe first clause synthesised in {1000 * (end - start):.0f} ms; tokens made "
+          f"meanwhile: {len(during)}; after it: {sum(t > end for t in made)}")
+    assert len(during) <= 1, "the generation kept computing while the first clause was spoken"
+    assert any(t > end for t in made)  # it went on afterwards
+    assert not llm.model_lock.locked and not tts.model_lock.locked

@@ -273,3 +273,72 @@ async def test_llamacpp_a_cancelled_chat_does_not_wait_for_another_sessions_gene
     again: list[str] = []
     await asyncio.wait_for(chat(again), 60)
     assert again
+
+
+class CoreSharingModel(FakeModel):
+    """A model with a lock of its own on cores shared with other models. A run past its
+    first item hands the cores to more urgent work between items, as llama.cpp's generation
+    does between tokens."""
+
+    def __init__(self, cores: ModelLock, log: list[str]) -> None:
+        super().__init__()
+        self.lock = ModelLock(cores=cores)
+        self.log = log
+
+    def _yielding(self, name: str, n: int, turn: ModelTurn) -> Iterator[str]:
+        for i in range(n):
+            time.sleep(STEP / 3)
+            self.log.append(f"{name}{i}")
+            yield f"{name}{i}"
+            turn.priority = Priority.LATER
+            if turn.urgent_waiting():
+                self.log.append(f"{name} yields")
+                if not turn.yield_cores():
+                    self.log.append(f"{name} stopped while yielding")
+                    return
+
+    async def run(self, name: str, n: int, priority: int, got: list[str]) -> None:
+        turn = ModelTurn(self.lock, priority)
+        async for item in iterate_in_thread(lambda: self._yielding(name, n, turn), lock=turn):
+            got.append(item)
+
+
+async def test_models_take_turns_on_shared_cores_and_urgent_work_goes_first() -> None:
+    cores, log = ModelLock(), []
+    llm, tts = CoreSharingModel(cores, log), CoreSharingModel(cores, log)
+    long: list[str] = []
+    generation = asyncio.create_task(llm.run("llm", 6, Priority.FIRST_AUDIO, long))
+    while len(long) < 2:
+        await asyncio.sleep(0.01)
+    assert not cores.busy_from(Priority.FIRST_AUDIO)  # past its first item: LATER work
+    speech: list[str] = []
+    await asyncio.wait_for(tts.run("tts", 2, Priority.FIRST_AUDIO, speech), 4 * STEP)
+    assert not generation.done() and llm.lock.locked  # it kept its model meanwhile
+    await generation
+    # the urgent run started after at most one more item and ran alone on the cores
+    start = log.index("tts0")
+    assert log[start - 1] == "llm yields" and log[start + 1] == "tts1", log
+    assert long == [f"llm{i}" for i in range(6)] and speech == ["tts0", "tts1"]
+    assert not cores.locked and not llm.lock.locked and not tts.lock.locked
+
+
+async def test_a_run_cancelled_while_it_yields_the_cores_stops_at_once_and_frees_its_model(
+) -> None:
+    cores, log = ModelLock(), []
+    llm, tts = CoreSharingModel(cores, log), CoreSharingModel(cores, log)
+    long: list[str] = []
+    generation = asyncio.create_task(llm.run("llm", 6, Priority.LATER, long))
+    while not long:
+        await asyncio.sleep(0.01)
+    urgent = asyncio.create_task(tts.run("tts", 3, Priority.FIRST_AUDIO, []))
+    while "llm yields" not in log:
+        await asyncio.sleep(0.01)
+    took = await _cancel_and_time(generation)
+    assert took < BOUND, f"cancelling a run that yielded the cores took {took:.2f} s"
+    await asyncio.wait_for(urgent, 3 * STEP)
+    for _ in range(50):
+        if "llm stopped while yielding" in log and not llm.lock.locked:
+            break
+        await asyncio.sleep(0.01)
+    assert "llm stopped while yielding" in log
+    assert not llm.lock.locked and not cores.locked and cores.waiting == 0

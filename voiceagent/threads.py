@@ -10,11 +10,18 @@ by a :class:`ModelLock`: the wait for it is an asyncio wait that cancellation en
 and the worker thread itself releases it when it is done with the model, so a cancelled
 consumer's thread still keeps the next one out until it has really stopped.
 
-The lock serves waiters by priority, FIFO within one: the first audio of a reply
-(:attr:`Priority.FIRST_AUDIO`) goes before other replies' later sentences, so a caller who
-speaks while others are answered waits for a clause, not for whole replies. A worker that
-holds the model through a long generation can lend it between two items
-(:meth:`ModelTurn.give_way`) to those waiting, and queues to have it back.
+The lock serves waiters by :class:`Priority`, FIFO within one: the steps to a reply's first
+audio go before other replies' later sentences, so a caller who speaks while others are
+answered waits for a clause, not for whole replies. A worker that holds the model through a
+long generation can lend it between two items (:meth:`ModelTurn.give_way`) to those waiting,
+and queues to have it back.
+
+The models of one process also share the CPU's cores: each uses all of them, so two at once
+only slow each other down. A model's lock can name the cores it runs on (:data:`CPU_CORES`, a
+lock too); a run then holds both, and models take turns on the cores by the same priorities.
+A long generation past its first clause hands the cores over between two tokens
+(:meth:`ModelTurn.yield_cores`) when more urgent work waits, e.g. the text-to-speech of its
+own reply's first clause or another caller's final transcript, and takes them back after.
 """
 
 from __future__ import annotations
@@ -36,12 +43,19 @@ _DONE = object()
 
 
 class Priority(IntEnum):
-    """How urgently a caller needs a shared model; higher is served first."""
+    """How urgently a caller needs a shared model; higher is served first. What a listener
+    waits for in silence is urgent, and the nearer to sound a step is, the sooner it goes:
+    when several callers wait at once, one is answered after another instead of all of them
+    late, as their steps would finish if they took turns in arrival order."""
 
-    #: a reply's later sentences
+    #: a reply's later sentences, a transcript nobody waits for yet
     LATER = 0
-    #: what a listener waits for in silence: a reply's prompt and first clause
+    #: the first step of a reply's first audio: the final transcript of the turn
     FIRST_AUDIO = 1
+    #: a reply's prompt and first clause
+    FIRST_CLAUSE = 2
+    #: the speech of a reply's first clause
+    FIRST_SOUND = 3
 
 
 class ModelLock:
@@ -50,9 +64,12 @@ class ModelLock:
     :class:`asyncio.Lock`, which binds to one loop. Waiters of a higher priority go first;
     within a priority, first come first served."""
 
-    def __init__(self) -> None:
+    def __init__(self, cores: ModelLock | None = None) -> None:
+        #: the shared compute a run on this model holds as well (None: none)
+        self.cores = cores
         self._mutex = threading.Lock()
         self._held = False
+        self._holder: int = Priority.LATER  # the priority of the run that holds it
         #: priority -> its waiters, in arrival order
         self._waiters: dict[int, deque[asyncio.Future[None]]] = {}
         #: callers that found the model busy, and the seconds they waited (for metrics)
@@ -73,10 +90,21 @@ class ModelLock:
         with self._mutex:
             return any(q for p, q in self._waiters.items() if p >= priority)
 
+    def busy_from(self, priority: int) -> bool:
+        """Whether a run at ``priority`` or a more urgent one holds or waits for it."""
+        with self._mutex:
+            held = self._held and self._holder >= priority
+        return held or self.waiting_from(priority)
+
+    def holder_priority(self, priority: int) -> None:
+        """(From the run that holds it.) The run's priority changed."""
+        with self._mutex:
+            self._holder = priority
+
     async def acquire(self, priority: int = Priority.LATER) -> None:
         with self._mutex:
             if not self._held:
-                self._held = True
+                self._held, self._holder = True, priority
                 return
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(priority, deque()).append(waiter)
@@ -102,12 +130,13 @@ class ModelLock:
         """Give the model to the most urgent waiter (callable from any thread)."""
         while True:
             with self._mutex:
-                waiters = next((self._waiters[p] for p in sorted(self._waiters, reverse=True)
-                                if self._waiters[p]), None)
-                if waiters is None:
+                priority = next((p for p in sorted(self._waiters, reverse=True)
+                                 if self._waiters[p]), None)
+                if priority is None:
                     self._held = False
                     return
-                waiter = waiters.popleft()
+                waiter = self._waiters[priority].popleft()
+                self._holder = priority
             try:
                 waiter.get_loop().call_soon_threadsafe(self._hand_over, waiter)
                 return
@@ -121,15 +150,34 @@ class ModelLock:
             waiter.set_result(None)
 
 
+#: the CPU cores of this process, shared by its in-process models (see the module docstring)
+CPU_CORES = ModelLock()
+
+
 class ModelTurn:
-    """One run's hold on a :class:`ModelLock` at a ``priority`` the worker may lower as it
-    goes (a reply past its first clause). Pass it as ``lock=`` to :func:`iterate_in_thread`;
-    the generator, in the worker thread, may lend the model between two items."""
+    """One run's hold on a :class:`ModelLock` (and the cores it names) at a ``priority`` the
+    worker may lower as it goes (a reply past its first clause). Pass it as ``lock=`` to
+    :func:`iterate_in_thread`; the generator, in the worker thread, may lend the model or the
+    cores between two items."""
 
     def __init__(self, lock: ModelLock, priority: int = Priority.LATER) -> None:
         self.lock = lock
-        self.priority = priority
-        self._lend: Callable[[], bool] | None = None  # set while iterate_in_thread runs
+        #: what the run holds, in the order it takes them
+        self.locks = (lock,) if lock.cores is None else (lock, lock.cores)
+        self._priority = priority
+        #: set while iterate_in_thread runs: lend these locks, block until they are back
+        self._lend: Callable[[tuple[ModelLock, ...]], bool] | None = None
+
+    @property
+    def priority(self) -> int:
+        return self._priority
+
+    @priority.setter
+    def priority(self, priority: int) -> None:
+        """(In the worker thread, holding the locks.)"""
+        self._priority = priority
+        for lock in self.locks:
+            lock.holder_priority(priority)
 
     def others_waiting(self) -> bool:
         """Whether a caller as urgent as this run, or more, waits for the model: a run that
@@ -140,9 +188,22 @@ class ModelTurn:
         """(In the worker thread, holding the model.) Release it, queue again at this run's
         priority and block until the run has it back: True. False when the consumer went away
         meanwhile: the model is not held, the generator must stop without touching it."""
+        return self._lent(self.locks)
+
+    def urgent_waiting(self) -> bool:
+        """Whether more urgent work than this run waits for its cores."""
+        cores = self.lock.cores
+        return cores is not None and cores.waiting_from(self.priority + 1)
+
+    def yield_cores(self) -> bool:
+        """(In the worker thread.) Like :meth:`give_way`, for the cores alone: the model
+        stays this run's, its state untouched, while more urgent work computes."""
+        return self._lent(self.locks[1:])
+
+    def _lent(self, locks: tuple[ModelLock, ...]) -> bool:
         if self._lend is None:
-            raise RuntimeError("give_way() outside iterate_in_thread's worker")
-        return self._lend()
+            raise RuntimeError("lending outside iterate_in_thread's worker")
+        return self._lend(locks)
 
 
 async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
@@ -166,26 +227,33 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
             stop.set()
             return False
 
-    async def regain() -> None:
+    async def regain(locks: tuple[ModelLock, ...]) -> None:
         assert turn is not None
-        await turn.lock.acquire(turn.priority)
-        regained.put(True)  # the worker holds it from here
+        await _acquire_all(locks, turn.priority)
+        regained.put(True)  # the worker holds them from here
 
-    def queue_for_it() -> None:  # (on the loop) in the queue now, not when the consumer reads
+    def queue_for(locks: tuple[ModelLock, ...]) -> None:
+        # (on the loop) in the queue now, not when the consumer reads
         if not stop.is_set():
-            regaining.spawn(regain(), "voiceagent-regain-model")
+            regaining.spawn(regain(locks), "voiceagent-regain-model")
 
-    def lend() -> bool:
+    def lend(locks: tuple[ModelLock, ...]) -> bool:
         nonlocal holding
         assert turn is not None
+        if not locks:
+            return not stop.is_set()
+        kept = turn.locks[:len(turn.locks) - len(locks)]  # lent: a tail of what it holds
+        _release_all(locks)
         holding = False
-        turn.lock.release()
         # The wait to have it back is an asyncio wait, which closing the iterator ends at once.
         try:
-            loop.call_soon_threadsafe(queue_for_it)
+            loop.call_soon_threadsafe(queue_for, locks)
         except RuntimeError:  # the loop closed under us
+            _release_all(kept)
             return False
         holding = regained.get()
+        if not holding:
+            _release_all(kept)  # the worker stops: what it kept goes too
         return holding
 
     def work() -> None:
@@ -205,17 +273,17 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
             end = exc
         finally:  # the model is free by the time the consumer hears of the end
             if holding and turn is not None:
-                turn.lock.release()
+                _release_all(turn.locks)
         put(end)
 
     if turn is not None:
-        await turn.lock.acquire(turn.priority)
+        await _acquire_all(turn.locks, turn.priority)
         turn._lend = lend
     try:
         threading.Thread(target=work, name="voiceagent-worker", daemon=True).start()
     except BaseException:
         if turn is not None:
-            turn.lock.release()
+            _release_all(turn.locks)
         raise
     try:
         while True:
@@ -229,3 +297,21 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
         stop.set()  # the thread stops at its next item and releases the model itself
         await regaining.cancel_all()
         regained.put(False)  # a worker waiting to have the model back stops instead
+
+
+async def _acquire_all(locks: tuple[ModelLock, ...], priority: int) -> None:
+    """Take ``locks`` in order (always the same order: no two runs wait on each other);
+    cancelled half way, it gives back what it took."""
+    taken: list[ModelLock] = []
+    try:
+        for lock in locks:
+            await lock.acquire(priority)
+            taken.append(lock)
+    except BaseException:
+        _release_all(tuple(taken))
+        raise
+
+
+def _release_all(locks: tuple[ModelLock, ...]) -> None:
+    for lock in reversed(locks):
+        lock.release()

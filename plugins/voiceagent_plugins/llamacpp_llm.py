@@ -6,11 +6,14 @@ its turn can be interrupted at once); each runs in a worker thread and stops bet
 when the consumer goes away (an interruption, a closed session).
 
 Turns are scheduled for the first audio: a new reply asks for the model with
-``Priority.FIRST_AUDIO`` and keeps it until its first clause is out; from then on, at each
+``Priority.FIRST_CLAUSE`` and keeps it until its first clause is out; from then on, at each
 clause boundary where another reply waits, it pauses (``llamacpp_pause``), lends the model,
 queues again behind the new replies' first clauses and its peers, and resumes where it was.
 So a caller who speaks while another reply streams waits for a clause of it, not for all of
-it, and replies in progress take turns by clause rather than one starving the others.
+it, and replies in progress take turns by clause rather than one starving the others. Past its
+first clause a generation also hands the CPU's cores to more urgent work between two tokens
+(the speech of a reply's first clause, a caller's final transcript), keeping the model; during
+its first clause, to the speech of another reply's first clause only.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from voiceagent.backends import ChatMessage, LLMDelta, ToolCall
 from voiceagent.deps import packaged_file, require
 from voiceagent.errors import BackendError, BackendUnavailable
 from voiceagent.registry import BackendOptions, validate_options
-from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
+from voiceagent.threads import CPU_CORES, ModelLock, ModelTurn, Priority, iterate_in_thread
 
 from . import llamacpp_pause
 from .llamacpp_prefixes import PrefixCache, prefix_cached
@@ -93,7 +96,7 @@ class LlamaCppLLM:
                               chat_format=opts.chat_format, seed=opts.seed,
                               prefix_cache=self.prefixes)
         #: one generation at a time; its waits are exported as metrics
-        self.model_lock = ModelLock()
+        self.model_lock = ModelLock(cores=CPU_CORES)
 
     def _generate(self, messages: list[dict[str, Any]], tools: Sequence[dict[str, Any]],
                   tool_choice: str | None, turn: ModelTurn) -> Iterator[LLMDelta]:
@@ -114,6 +117,8 @@ class LlamaCppLLM:
                         turn.priority = Priority.LATER
                         if turn.others_waiting() and not self._give_way(turn):
                             return  # the consumer went away while others had the model
+                    if turn.urgent_waiting() and not turn.yield_cores():
+                        return  # (a first clause or a final transcript computes meanwhile)
                     text += delta["content"]
                 for call in delta.get("tool_calls") or []:
                     slot = calls.setdefault(call.get("index", 0),
@@ -142,7 +147,7 @@ class LlamaCppLLM:
                    tool_choice: str | None = None) -> AsyncIterator[LLMDelta]:
         payload = [m.to_openai() for m in messages]
         try:
-            turn = ModelTurn(self.model_lock, Priority.FIRST_AUDIO)
+            turn = ModelTurn(self.model_lock, Priority.FIRST_CLAUSE)
             generate = lambda: self._generate(payload, tools, tool_choice, turn)  # noqa: E731
             async with aclosing(iterate_in_thread(generate, lock=turn)) as deltas:
                 async for delta in deltas:

@@ -3,7 +3,7 @@
 Piper synthesises a sentence at a time; the async iterator runs synthesis in a worker thread
 and hands each piece back as soon as it exists. The voice (an onnxruntime session) is shared;
 syntheses take turns under a :class:`~voiceagent.threads.ModelLock`, a reply's first chunk
-before other replies' later ones.
+before other replies' later ones, and with the process's other models on the CPU's cores.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from voiceagent.deps import require
 from voiceagent.registry import BackendOptions, validate_options
-from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
+from voiceagent.threads import CPU_CORES, ModelLock, ModelTurn, Priority, iterate_in_thread
 
 
 def bundled_model_path() -> Path:
@@ -50,7 +50,7 @@ class PiperTTS:
                                                  speaker_id=opts.speaker)
         # Piper's phonemizer (espeak-ng) is process-global and not re-entrant.
         #: one synthesis at a time; its waits are exported as metrics
-        self.model_lock = ModelLock()
+        self.model_lock = ModelLock(cores=CPU_CORES)
 
     def _chunks(self, text: str) -> Iterator[np.ndarray]:
         for chunk in self.voice.synthesize(text, syn_config=self._syn_config):
@@ -61,7 +61,7 @@ class PiperTTS:
         if not text.strip():
             return
         turn = ModelTurn(self.model_lock,
-                         Priority.FIRST_AUDIO if first_of_reply else Priority.LATER)
+                         Priority.FIRST_SOUND if first_of_reply else Priority.LATER)
         async with aclosing(iterate_in_thread(lambda: self._chunks(text), lock=turn)) as pieces:
             async for samples in pieces:
                 yield samples

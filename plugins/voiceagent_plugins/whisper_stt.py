@@ -34,8 +34,11 @@ The model is loaded once and shared by all streams; faster-whisper keeps no stat
 calls, so streams decode from worker threads. With one CTranslate2 worker (the default) the
 decodes waiting for it take turns by urgency, under a :class:`~voiceagent.threads.ModelLock`:
 a final decode (a turn's end and its reply wait for it) before other streams' partials, so
-one caller's end of turn does not queue behind three callers' running transcripts. With more
-workers CTranslate2 queues the calls in order. Calls on one stream must not overlap.
+one caller's end of turn does not queue behind three callers' running transcripts; and they
+share the CPU's cores with the process's other models (:data:`~voiceagent.threads.CPU_CORES`).
+A partial decode starts only while no final decode or reply's first audio computes or waits:
+it is put off to a later push instead of queueing. With more workers CTranslate2 queues the
+calls in order. Calls on one stream must not overlap.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from voiceagent.deps import require
 from voiceagent.errors import ConfigError
 from voiceagent.registry import BackendOptions, validate_options
 from voiceagent.text import prefix_end, word_keys
-from voiceagent.threads import ModelLock, ModelTurn, Priority, iterate_in_thread
+from voiceagent.threads import CPU_CORES, ModelLock, ModelTurn, Priority, iterate_in_thread
 
 SAMPLE_RATE = 16_000
 T = TypeVar("T")
@@ -157,11 +160,22 @@ class WhisperSTT:
         self.beam_size, self.final_beam_size = opts.beam_size, opts.final_beam_size
         self.partial_interval = opts.partial_interval
         self.language = opts.language
-        # One CTranslate2 worker serves decodes one at a time; they take turns by urgency.
-        self._turns = ModelLock() if opts.num_workers == 1 else None
+        # One CTranslate2 worker serves decodes one at a time; they take turns by urgency,
+        # and with the process's other models on the cores.
+        self._turns = ModelLock(cores=CPU_CORES) if opts.num_workers == 1 else None
 
     def stream(self) -> WhisperStream:
         return WhisperStream(self)
+
+    def free_for_partials(self) -> bool:
+        """Whether a partial decode may start now: not while a final decode or a reply's first
+        audio computes or waits for the cores. A partial is a preview nobody waits for in
+        silence; the stream tries again at its next push."""
+        turns = self._turns
+        if turns is None:
+            return True
+        return not any(lock.busy_from(Priority.FIRST_AUDIO)
+                       for lock in (turns, turns.cores) if lock is not None)
 
     async def run(self, work: Callable[[], T], urgent: bool) -> T:
         """``work`` (one stream's decode) in a worker thread. With one CTranslate2 worker (the
@@ -172,9 +186,10 @@ class WhisperSTT:
             return await asyncio.to_thread(work)
         turn = ModelTurn(self._turns, Priority.FIRST_AUDIO if urgent else Priority.LATER)
         async with aclosing(iterate_in_thread(lambda: iter((work(),)), lock=turn)) as results:
-            async for result in results:
-                return result
-        raise AssertionError("a decode's worker ended without a result")
+            # read to the end, which comes once the worker has let go of the model: the next
+            # stream to look finds it free
+            decoded = [result async for result in results]
+        return decoded[0]
 
     def decode(self, audio: np.ndarray, final: bool) -> Transcript:
         """The text of ``audio`` (at most ``_WINDOW_S``) and, for a final-quality decode, the
@@ -345,7 +360,8 @@ class WhisperStream:
         self._chunks.append(chunk.copy())  # callers may reuse their buffer
         self._pushed += chunk.size
         self._new += chunk.size
-        if self._new < self._stt.partial_interval * SAMPLE_RATE:
+        if (self._new < self._stt.partial_interval * SAMPLE_RATE
+                or not self._stt.free_for_partials()):
             return None
         return await self._decode(final=False)
 
