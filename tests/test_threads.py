@@ -342,3 +342,32 @@ async def test_a_run_cancelled_while_it_yields_the_cores_stops_at_once_and_frees
         await asyncio.sleep(0.01)
     assert "llm stopped while yielding" in log
     assert not llm.lock.locked and not cores.locked and cores.waiting == 0
+
+
+async def test_cores_are_shared_by_units_and_the_most_urgent_waiter_is_not_overtaken() -> None:
+    cores = ModelLock(capacity=2)
+    one, two = object(), object()
+    await cores.acquire(Priority.LATER, units=1, holder=one)
+    await cores.acquire(Priority.FIRST_AUDIO, units=1, holder=two)  # a second core is free
+    assert cores.busy_from(Priority.FIRST_AUDIO) and cores.waiting == 0
+    order: list[str] = []
+
+    async def take(name: str, priority: int, units: int) -> None:
+        await cores.acquire(priority, units=units, holder=name)
+        order.append(name)
+
+    both = asyncio.create_task(take("both cores", Priority.FIRST_SOUND, 2))
+    await asyncio.sleep(0.01)
+    small = asyncio.create_task(take("one core", Priority.LATER, 1))
+    cores.release(one)  # a core is free, but the urgent waiter needs two: nobody overtakes it
+    await asyncio.sleep(0.01)
+    assert order == [] and cores.waiting == 2
+    cores.release(two)
+    await asyncio.wait_for(both, 1)
+    assert order == ["both cores"]
+    cores.release("both cores")
+    await asyncio.wait_for(small, 1)
+    cores.release("one core")
+    assert order == ["both cores", "one core"] and not cores.locked
+    with pytest.raises(RuntimeError, match="does not hold"):
+        cores.release("one core")

@@ -16,22 +16,25 @@ answered waits for a clause, not for whole replies. A worker that holds the mode
 long generation can lend it between two items (:meth:`ModelTurn.give_way`) to those waiting,
 and queues to have it back.
 
-The models of one process also share the CPU's cores: each uses all of them, so two at once
-only slow each other down. A model's lock can name the cores it runs on (:data:`CPU_CORES`, a
-lock too); a run then holds both, and models take turns on the cores by the same priorities.
-A long generation past its first clause hands the cores over between two tokens
-(:meth:`ModelTurn.yield_cores`) when more urgent work waits, e.g. the text-to-speech of its
-own reply's first clause or another caller's final transcript, and takes them back after.
+The models of one process also share the CPU's cores, and more runs than cores only slow
+each other down. A model's lock can name the cores it runs on (:data:`CPU_CORES`, a lock with
+one unit per core) and how many its runs use (llama.cpp and Whisper one thread, Piper all);
+a run then holds its model and its cores, and runs take the cores by the same priorities.
+A long generation past its first clause hands its cores over between two tokens
+(:meth:`ModelTurn.yield_cores`) when more urgent work waits for them, e.g. the speech of its
+own reply's first clause, and takes them back after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import TypeVar, cast
 
@@ -59,19 +62,27 @@ class Priority(IntEnum):
 
 
 class ModelLock:
-    """One user of a shared model at a time; awaited on any event loop, released from any
-    thread. Sessions in one process may run on different loops (tests do), so this is not an
-    :class:`asyncio.Lock`, which binds to one loop. Waiters of a higher priority go first;
-    within a priority, first come first served."""
+    """One user of a shared model at a time (or, with ``capacity``, users taking up to that
+    many units, e.g. the cores of :data:`CPU_CORES`); awaited on any event loop, released
+    from any thread. Sessions in one process may run on different loops (tests do), so this is
+    not an :class:`asyncio.Lock`, which binds to one loop. Waiters of a higher priority go
+    first, first come first served within a priority; a waiter that does not fit yet holds
+    back those behind it."""
 
-    def __init__(self, cores: ModelLock | None = None) -> None:
-        #: the shared compute a run on this model holds as well (None: none)
+    def __init__(self, cores: ModelLock | None = None, *, capacity: int = 1,
+                 cores_used: int | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("a lock's capacity must be at least 1")
+        #: the shared compute a run on this model holds as well (None: none), and how many of
+        #: its units a run takes (None: all)
         self.cores = cores
+        self.cores_used = cores_used
+        self.capacity = capacity
         self._mutex = threading.Lock()
-        self._held = False
-        self._holder: int = Priority.LATER  # the priority of the run that holds it
+        self._holders: list[list] = []  # [holder, priority, units] of each run holding it
+        self._used = 0
         #: priority -> its waiters, in arrival order
-        self._waiters: dict[int, deque[asyncio.Future[None]]] = {}
+        self._waiters: dict[int, deque[_Waiter]] = {}
         #: callers that found the model busy, and the seconds they waited (for metrics)
         self.waits = 0
         self.waited = 0.0
@@ -83,7 +94,7 @@ class ModelLock:
 
     @property
     def locked(self) -> bool:
-        return self._held
+        return bool(self._holders)
 
     def waiting_from(self, priority: int) -> bool:
         """Whether a caller at ``priority`` or a more urgent one waits (from any thread)."""
@@ -93,65 +104,103 @@ class ModelLock:
     def busy_from(self, priority: int) -> bool:
         """Whether a run at ``priority`` or a more urgent one holds or waits for it."""
         with self._mutex:
-            held = self._held and self._holder >= priority
+            held = any(p >= priority for _, p, _ in self._holders)
         return held or self.waiting_from(priority)
 
-    def holder_priority(self, priority: int) -> None:
+    def holder_priority(self, priority: int, holder: object = None) -> None:
         """(From the run that holds it.) The run's priority changed."""
         with self._mutex:
-            self._holder = priority
+            self._held_by(holder)[1] = priority
 
-    async def acquire(self, priority: int = Priority.LATER) -> None:
+    async def acquire(self, priority: int = Priority.LATER, *, units: int = 1,
+                      holder: object = None) -> None:
+        """Wait for ``units`` (at most the capacity) at ``priority``; ``holder`` names the
+        run for :meth:`release` where several may hold it at once."""
+        units = min(units, self.capacity)
         with self._mutex:
-            if not self._held:
-                self._held, self._holder = True, priority
+            if (self._used + units <= self.capacity
+                    and not any(q for p, q in self._waiters.items() if p >= priority)):
+                self._take(holder, priority, units)
                 return
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter = _Waiter(asyncio.get_running_loop().create_future(), holder, units)
             self._waiters.setdefault(priority, deque()).append(waiter)
             self.waits += 1
         since = time.monotonic()
         try:
-            await waiter
+            await waiter.future
         except asyncio.CancelledError:
             with self._mutex:
                 queue_ = self._waiters.get(priority, deque())
                 queued = waiter in queue_
                 if queued:
                     queue_.remove(waiter)
-            if not queued and waiter.done() and not waiter.cancelled():
-                self.release()  # handed over just as we were cancelled: pass it on
+            if queued:
+                self._grant()  # it may have held back smaller waiters behind it
+            elif waiter.future.done() and not waiter.future.cancelled():
+                self.release(holder)  # handed over just as we were cancelled: pass it on
             # (handed over but cancelled first: _hand_over passes it on)
             raise
         finally:
             with self._mutex:
                 self.waited += time.monotonic() - since
 
-    def release(self) -> None:
-        """Give the model to the most urgent waiter (callable from any thread)."""
+    def release(self, holder: object = None) -> None:
+        """Give back ``holder``'s units; the most urgent waiters that fit get them (callable
+        from any thread)."""
+        with self._mutex:
+            self._drop(holder)
+        self._grant()
+
+    def _take(self, holder: object, priority: int, units: int) -> None:
+        self._holders.append([holder, priority, units])
+        self._used += units
+
+    def _held_by(self, holder: object) -> list:
+        entry = next((e for e in self._holders if e[0] is holder), None)
+        if entry is None:
+            raise RuntimeError("released or changed by a run that does not hold it")
+        return entry
+
+    def _drop(self, holder: object) -> None:
+        entry = self._held_by(holder)
+        self._holders.remove(entry)
+        self._used -= entry[2]
+
+    def _grant(self) -> None:
         while True:
             with self._mutex:
-                priority = next((p for p in sorted(self._waiters, reverse=True)
-                                 if self._waiters[p]), None)
-                if priority is None:
-                    self._held = False
+                waiter = None
+                for priority in sorted(self._waiters, reverse=True):
+                    queue_ = self._waiters[priority]
+                    if queue_:
+                        if self._used + queue_[0].units <= self.capacity:
+                            waiter = queue_.popleft()
+                            self._take(waiter.holder, priority, waiter.units)
+                        break  # the most urgent waiter fits or holds the rest back
+                if waiter is None:
                     return
-                waiter = self._waiters[priority].popleft()
-                self._holder = priority
             try:
-                waiter.get_loop().call_soon_threadsafe(self._hand_over, waiter)
-                return
-            except RuntimeError:  # that waiter's loop is closed: try the next one
-                continue
+                waiter.future.get_loop().call_soon_threadsafe(self._hand_over, waiter)
+            except RuntimeError:  # that waiter's loop is closed: its units go back
+                with self._mutex:
+                    self._drop(waiter.holder)
 
-    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.done():  # cancelled while the hand-over was on its way
-            self.release()
+    def _hand_over(self, waiter: _Waiter) -> None:
+        if waiter.future.done():  # cancelled while the hand-over was on its way
+            self.release(waiter.holder)
         else:
-            waiter.set_result(None)
+            waiter.future.set_result(None)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    future: asyncio.Future[None]
+    holder: object
+    units: int
 
 
 #: the CPU cores of this process, shared by its in-process models (see the module docstring)
-CPU_CORES = ModelLock()
+CPU_CORES = ModelLock(capacity=os.cpu_count() or 1)
 
 
 class ModelTurn:
@@ -177,7 +226,13 @@ class ModelTurn:
         """(In the worker thread, holding the locks.)"""
         self._priority = priority
         for lock in self.locks:
-            lock.holder_priority(priority)
+            lock.holder_priority(priority, self)
+
+    def units(self, lock: ModelLock) -> int:
+        """What the run takes of ``lock``: the model, or as many cores as the model uses."""
+        if lock is self.lock or self.lock.cores_used is None:
+            return lock.capacity
+        return self.lock.cores_used
 
     def others_waiting(self) -> bool:
         """Whether a caller as urgent as this run, or more, waits for the model: a run that
@@ -229,7 +284,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
 
     async def regain(locks: tuple[ModelLock, ...]) -> None:
         assert turn is not None
-        await _acquire_all(locks, turn.priority)
+        await _acquire_all(turn, locks)
         regained.put(True)  # the worker holds them from here
 
     def queue_for(locks: tuple[ModelLock, ...]) -> None:
@@ -243,17 +298,17 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
         if not locks:
             return not stop.is_set()
         kept = turn.locks[:len(turn.locks) - len(locks)]  # lent: a tail of what it holds
-        _release_all(locks)
+        _release_all(turn, locks)
         holding = False
         # The wait to have it back is an asyncio wait, which closing the iterator ends at once.
         try:
             loop.call_soon_threadsafe(queue_for, locks)
         except RuntimeError:  # the loop closed under us
-            _release_all(kept)
+            _release_all(turn, kept)
             return False
         holding = regained.get()
         if not holding:
-            _release_all(kept)  # the worker stops: what it kept goes too
+            _release_all(turn, kept)  # the worker stops: what it kept goes too
         return holding
 
     def work() -> None:
@@ -273,17 +328,17 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
             end = exc
         finally:  # the model is free by the time the consumer hears of the end
             if holding and turn is not None:
-                _release_all(turn.locks)
+                _release_all(turn, turn.locks)
         put(end)
 
     if turn is not None:
-        await _acquire_all(turn.locks, turn.priority)
+        await _acquire_all(turn, turn.locks)
         turn._lend = lend
     try:
         threading.Thread(target=work, name="voiceagent-worker", daemon=True).start()
     except BaseException:
         if turn is not None:
-            _release_all(turn.locks)
+            _release_all(turn, turn.locks)
         raise
     try:
         while True:
@@ -299,19 +354,19 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *,
         regained.put(False)  # a worker waiting to have the model back stops instead
 
 
-async def _acquire_all(locks: tuple[ModelLock, ...], priority: int) -> None:
-    """Take ``locks`` in order (always the same order: no two runs wait on each other);
-    cancelled half way, it gives back what it took."""
+async def _acquire_all(turn: ModelTurn, locks: tuple[ModelLock, ...]) -> None:
+    """Take ``locks`` for ``turn`` in order (always the same order: no two runs wait on each
+    other); cancelled half way, it gives back what it took."""
     taken: list[ModelLock] = []
     try:
         for lock in locks:
-            await lock.acquire(priority)
+            await lock.acquire(turn.priority, units=turn.units(lock), holder=turn)
             taken.append(lock)
     except BaseException:
-        _release_all(tuple(taken))
+        _release_all(turn, tuple(taken))
         raise
 
 
-def _release_all(locks: tuple[ModelLock, ...]) -> None:
+def _release_all(turn: ModelTurn, locks: tuple[ModelLock, ...]) -> None:
     for lock in reversed(locks):
-        lock.release()
+        lock.release(turn)

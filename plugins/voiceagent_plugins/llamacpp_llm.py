@@ -96,7 +96,7 @@ class LlamaCppLLM:
                               chat_format=opts.chat_format, seed=opts.seed,
                               prefix_cache=self.prefixes)
         #: one generation at a time; its waits are exported as metrics
-        self.model_lock = ModelLock(cores=CPU_CORES)
+        self.model_lock = ModelLock(cores=CPU_CORES, cores_used=opts.threads or 1)
 
     def _generate(self, messages: list[dict[str, Any]], tools: Sequence[dict[str, Any]],
                   tool_choice: str | None, turn: ModelTurn) -> Iterator[LLMDelta]:

@@ -165,7 +165,8 @@ class WhisperSTT:
         self.language = opts.language
         # One CTranslate2 worker serves decodes one at a time; they take turns by urgency,
         # and with the process's other models on the cores.
-        self._turns = ModelLock(cores=CPU_CORES) if opts.num_workers == 1 else None
+        self._turns = (ModelLock(cores=CPU_CORES, cores_used=opts.cpu_threads or None)
+                       if opts.num_workers == 1 else None)
 
     def stream(self) -> WhisperStream:
         return WhisperStream(self)
