@@ -79,7 +79,7 @@ class ModelLock:
         self.cores_used = cores_used
         self.capacity = capacity
         self._mutex = threading.Lock()
-        self._holders: list[list] = []  # [holder, priority, units] of each run holding it
+        self._holds: list[_Hold] = []  # each run holding it
         self._used = 0
         #: priority -> its waiters, in arrival order
         self._waiters: dict[int, deque[_Waiter]] = {}
@@ -94,7 +94,7 @@ class ModelLock:
 
     @property
     def locked(self) -> bool:
-        return bool(self._holders)
+        return bool(self._holds)
 
     def waiting_from(self, priority: int) -> bool:
         """Whether a caller at ``priority`` or a more urgent one waits (from any thread)."""
@@ -104,13 +104,13 @@ class ModelLock:
     def busy_from(self, priority: int) -> bool:
         """Whether a run at ``priority`` or a more urgent one holds or waits for it."""
         with self._mutex:
-            held = any(p >= priority for _, p, _ in self._holders)
+            held = any(hold.priority >= priority for hold in self._holds)
         return held or self.waiting_from(priority)
 
     def holder_priority(self, priority: int, holder: object = None) -> None:
         """(From the run that holds it.) The run's priority changed."""
         with self._mutex:
-            self._held_by(holder)[1] = priority
+            self._hold_of(holder).priority = priority
 
     async def acquire(self, priority: int = Priority.LATER, *, units: int = 1,
                       holder: object = None) -> None:
@@ -152,19 +152,19 @@ class ModelLock:
         self._grant()
 
     def _take(self, holder: object, priority: int, units: int) -> None:
-        self._holders.append([holder, priority, units])
+        self._holds.append(_Hold(holder, priority, units))
         self._used += units
 
-    def _held_by(self, holder: object) -> list:
-        entry = next((e for e in self._holders if e[0] is holder), None)
-        if entry is None:
+    def _hold_of(self, holder: object) -> _Hold:
+        hold = next((h for h in self._holds if h.holder is holder), None)
+        if hold is None:
             raise RuntimeError("released or changed by a run that does not hold it")
-        return entry
+        return hold
 
     def _drop(self, holder: object) -> None:
-        entry = self._held_by(holder)
-        self._holders.remove(entry)
-        self._used -= entry[2]
+        hold = self._hold_of(holder)
+        self._holds.remove(hold)
+        self._used -= hold.units
 
     def _grant(self) -> None:
         while True:
@@ -190,6 +190,13 @@ class ModelLock:
             self.release(waiter.holder)
         else:
             waiter.future.set_result(None)
+
+
+@dataclass(eq=False)
+class _Hold:
+    holder: object  # who releases it (None: an anonymous caller of a one-unit lock)
+    priority: int
+    units: int
 
 
 @dataclass(eq=False)
