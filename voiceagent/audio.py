@@ -123,11 +123,14 @@ def leading_silence(samples: np.ndarray, rate: int, floor_dbfs: float = -60.0,
     window louder than ``floor_dbfs``, less ``margin`` kept so the onset stays whole (0 if no
     window is that loud). Piper opens each synthesis with 20-60 ms at about -90 dBFS, which a
     reply's listener would only wait through."""
+    if not len(samples):
+        return 0
     width = max(1, round(step * rate))
-    for start in range(0, len(samples), width):
-        if rms_dbfs(samples[start:start + width]) > floor_dbfs:
-            return max(0, start - round(margin * rate))
-    return 0
+    starts = np.arange(0, len(samples), width)
+    power = (np.add.reduceat(np.square(samples, dtype=np.float64), starts)
+             / np.diff(starts, append=len(samples)))  # mean square of each window
+    loud = np.flatnonzero(power > 10 ** (floor_dbfs / 10))
+    return max(0, int(starts[loud[0]]) - round(margin * rate)) if len(loud) else 0
 
 
 def rms_dbfs(samples: np.ndarray) -> float:

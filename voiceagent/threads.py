@@ -99,13 +99,16 @@ class ModelLock:
     def waiting_from(self, priority: int) -> bool:
         """Whether a caller at ``priority`` or a more urgent one waits (from any thread)."""
         with self._mutex:
-            return any(q for p, q in self._waiters.items() if p >= priority)
+            return self._queued_from(priority)
 
     def busy_from(self, priority: int) -> bool:
         """Whether a run at ``priority`` or a more urgent one holds or waits for it."""
         with self._mutex:
-            held = any(hold.priority >= priority for hold in self._holds)
-        return held or self.waiting_from(priority)
+            return (any(hold.priority >= priority for hold in self._holds)
+                    or self._queued_from(priority))
+
+    def _queued_from(self, priority: int) -> bool:  # (holding the mutex)
+        return any(q for p, q in self._waiters.items() if p >= priority)
 
     def holder_priority(self, priority: int, holder: object = None) -> None:
         """(From the run that holds it.) The run's priority changed."""
@@ -118,8 +121,7 @@ class ModelLock:
         run for :meth:`release` where several may hold it at once."""
         units = min(units, self.capacity)
         with self._mutex:
-            if (self._used + units <= self.capacity
-                    and not any(q for p, q in self._waiters.items() if p >= priority)):
+            if self._used + units <= self.capacity and not self._queued_from(priority):
                 self._take(holder, priority, units)
                 return
             waiter = _Waiter(asyncio.get_running_loop().create_future(), holder, units)

@@ -263,8 +263,7 @@ class EndpointerNode(Node):
         assert self._completeness is not None
         pause = self._pause
         pause.text = await asyncio.to_thread(self._completeness.probability, text)
-        if pause is self._pause:  # else speech resumed: the result lands nowhere
-            self._ask_audio()
+        self._ask_audio()  # (speech resuming or the turn ending cancels this task first)
 
     async def _end_turn(self, ts: float, speech_end: float | None, reason: str) -> None:
         turn_id = self._turn_id
