@@ -338,9 +338,15 @@ async def test_an_interrupted_session_is_ready_for_its_next_turn_while_another_g
                 break
             await asyncio.sleep(0.05)
         await a.send_text("Tell me a story about a fox.")
-        await asyncio.sleep(0.3)
+        # B hands the model over at its next clause end once A waits for it (turns by clause),
+        # so catch A's reply while it is queued rather than after a fixed sleep.
+        for _ in range(2000):
+            if llm.model_lock.waiting and a.replies.active:
+                break
+            await asyncio.sleep(0.005)
         waiting = a.replies.active
         assert len(waiting) == 1 and waiting[0].state == "generating"  # for the model
+        assert llm.model_lock.waiting == 1  # A's generation, queued behind B's
         assert not b_done.is_set(), "B finished too soon: nothing to wait behind"
         interrupted_at.append(loop.time())
         await waiting[0].interrupt()
