@@ -24,7 +24,13 @@ from voiceagent.events import (
     UserSpeakingEvent,
     UserTurnEvent,
 )
-from voiceagent.frames import SpeechStarted, SpeechStopped, TranscriptFrame
+from voiceagent.frames import (
+    AudioFrame,
+    EndOfTurnFrame,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFrame,
+)
 from voiceagent.graph import Graph
 from voiceagent.metrics import MetricsTracker
 from voiceagent.backchannel import without_phrases
@@ -35,6 +41,7 @@ from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioOutput
 from voiceagent.text import normalize
 from voiceagent.turn_policy import audio_needed, required_silence
+from voiceagent.testing.harness import Harness, make_runtime
 from voiceagent_eval.turn_eval import ScriptedUserInput, silent_from
 
 STORY = "You are a storyteller. Always answer with a long story of at least six sentences."
@@ -95,6 +102,25 @@ async def test_the_audio_model_runs_only_when_the_transcript_leaves_the_turn_ope
         assert node.required_silence() < opts.incomplete_silence
     finally:
         await graph.stop(graceful=False)
+
+
+async def test_a_turn_ends_when_its_score_arrives_if_the_silence_is_already_long_enough():
+    runtime = make_runtime()
+    silence = np.zeros(320, np.float32)  # 20 ms frames
+    async with Harness(EndpointerNode(AgentOptions(), runtime, FixedScore(0.0),
+                                      FixedScore(0.0)), runtime=runtime) as h:
+        node = h.nodes[0]
+        await h.send(SpeechStarted(ts=0.0))
+        await h.send(SpeechStopped(ts=1.0))
+        for i in range(15):  # 0.3 s of silence: longer than a complete turn needs
+            await h.send(AudioFrame(ts=1.0 + i * 0.02, samples=silence, sample_rate=16_000))
+        await h.settle()
+        assert not h.broadcasts(EndOfTurnFrame)  # no score yet: it waits as for an open turn
+        await h.send(TranscriptFrame(text="A table for two.", final=False, at_pause=True,
+                                     turn_id=node._turn_id, end_probability=0.999))
+        await h.settle()
+        ended = h.broadcasts(EndOfTurnFrame)  # with no further audio frame
+        assert [(e.ts, e.speech_end_ts) for e in ended] == [(pytest.approx(1.3), 1.0)]
 
 
 class FixedScore:

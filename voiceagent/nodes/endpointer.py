@@ -181,6 +181,9 @@ class EndpointerNode(Node):
                     else:
                         self._score(self._score_text(frame.text))
                     await self._prepare_reply(frame)
+                    # the silence may already be long enough for this score: end the turn now,
+                    # not at the next audio frame (up to 20 ms later)
+                    await self._tick(self._audio_end)
 
     async def _speech_started(self, ts: float) -> None:
         self._speaking = True
