@@ -47,6 +47,20 @@ def agent_from(args: argparse.Namespace):
     return agent
 
 
+def backend_flags(args: argparse.Namespace) -> list[str]:
+    """The backend overrides of :func:`add_agent_arguments` again as command-line flags (for
+    a ``voiceagent serve`` of the same agent)."""
+    from voiceagent import registry
+
+    flags = []
+    for kind in registry.KINDS:
+        if (name := getattr(args, kind)) is not None:
+            flags += [f"--{kind}", name]
+        for option in getattr(args, f"{kind}_option") or []:
+            flags += [f"--{kind}-option", option]
+    return flags
+
+
 def agent_benchmark(doc: str, extra=None):
     """The command line of a benchmark that runs a whole agent: its arguments (``extra``
     adds its own), the clips, the agent and its backends (loaded before anything is timed)."""

@@ -53,6 +53,8 @@ LEVEL_PROBE = """() => {
   const mic = probe(c.localStream), agent = probe(c.remoteStream);
   window.levels = [];
   const now = () => performance.now() / 1000;
+  const push = c.events.push.bind(c.events);  // each event stamped when the page got it
+  c.events.push = (e) => push({...e, page_time: now()});
   window.levelTimer = setInterval(() => levels.push([now(), mic(), agent()]), 10);
 }"""
 
