@@ -115,6 +115,8 @@ def summary(replies: list[TimedReply]) -> dict:
             # the parts' medians, where the server reported its own figure (voiceagent)
             **{part: median([getattr(r, part) for r in replies])
                for part in ("inbound", "server", "outbound")},
+            # how late the agent's packets came, as a browser's jitter buffer sees it
+            "packet_delay": median([r.packet_delay for r in replies]),
             # the server's part by stage (its latency_breakdown events), medians
             "breakdown": {stage: median([r.breakdown[stage] for r in replies if r.breakdown])
                           for stage, _ in STAGES},
@@ -170,7 +172,7 @@ def main() -> None:
                      "callers": {str(k): {t: summary(results[t][k]) for t in targets}
                                  for k in args.callers}}
     lines = [f"{'callers':>7} {'side':10} {'answered':>9} {'median':>7} {'worst':>7} "
-             f"{'ratio':>6} {'inbound':>7} {'server':>7} {'outbound':>8}"]
+             f"{'ratio':>6} {'inbound':>7} {'server':>7} {'outbound':>8} {'late':>5}"]
     for k in args.callers:
         rows = figures["callers"][str(k)]
         base = rows.get("pipecat", {}).get("median")
@@ -179,9 +181,12 @@ def main() -> None:
                      and target != "pipecat" else f"{'':6}")
             lines.append(f"{k:7} {target:10} {row['answered']:4}/{row['calls']:<4} "
                          f"{ms(row['median'])} {ms(row['worst'])} {ratio} "
-                         f"{ms(row['inbound'])} {ms(row['server'])} {ms(row['outbound'], 8)}")
+                         f"{ms(row['inbound'])} {ms(row['server'])} {ms(row['outbound'], 8)}"
+                         f" {ms(row['packet_delay'], 5)}")
     lines.append("(ms; ratio: the median over Pipecat's; inbound, server, outbound: "
-                 "medians of the parts where the server reports its own voice-to-voice)")
+                 "medians of the parts where the server reports its own voice-to-voice; late: "
+                 "median over calls of the agent's packets' 99th-percentile delay against the "
+                 "earliest of the 2 s before, what an adaptive jitter buffer must absorb)")
     lines.append(f"\n{'callers':>7} {'side':10} " + " ".join(f"{s:>15}" for s, _ in STAGES)
                  + " drafts")
     for k in args.callers:

@@ -6,9 +6,9 @@
 Each clip is the fake microphone of a headless Chromium (/usr/bin/chromium, driven by
 Playwright) talking to ``voiceagent serve`` (a separate process, as deployed; ``--in-process``
 serves from this process instead, whose event loop then also drives the browser, and whose
-outbound packets come less evenly: Chromium's jitter buffer grows). Chromium loops the file (the clip,
-then silence), so one connection gives ``--runs`` turns. In the page, AnalyserNodes sample the
-microphone track and the agent's remote track every 10 ms: a turn's latency is from the
+outbound packets come less evenly: Chromium's jitter buffer grows). Chromium loops the file
+(the clip, then silence), so one connection gives ``--runs`` turns. In the page, AnalyserNodes
+sample the microphone track and the agent's remote track every 10 ms: a turn's latency is from the
 microphone going quiet to the agent's voice first reaching the page, so it includes WebRTC
 (Opus both ways, jitter buffers) on top of the server's own figure, reported beside it.
 

@@ -159,6 +159,25 @@ class TimedReply:
     #: (arrival time.monotonic(), dBFS) of every agent frame received
     heard: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
+    @property
+    def packet_delay(self) -> float | None:
+        """How late the agent's audio arrived, as an adaptive jitter buffer (a browser's)
+        would have to absorb it: the 99th percentile of each frame's delay against the
+        earliest frame of the 2 s before it, on the 20 ms grid the frames are stamped on."""
+        return relative_delay_p99([t for t, _ in self.heard])
+
+
+def relative_delay_p99(arrivals: list[float], window: float = 2.0) -> float | None:
+    """The 99th percentile of ``arrivals[i] - FRAME_S * i`` above its minimum over the
+    preceding ``window`` seconds (None for fewer than two frames)."""
+    if len(arrivals) < 2:
+        return None
+    times = np.asarray(arrivals)
+    delay = times - FRAME / PCM_RATE * np.arange(len(times))
+    start = np.searchsorted(times, times - window)
+    relative = [delay[i] - delay[start[i]:i + 1].min() for i in range(len(times))]
+    return float(np.percentile(relative, 99))
+
 
 async def time_reply(offer_url: str, samples: np.ndarray, *, lead: float = 1.5,
                      timeout: float = 20.0, linger: float = 0.5) -> TimedReply:
