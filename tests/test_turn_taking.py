@@ -5,7 +5,9 @@ protected speech is not interrupted, and an interrupted generation's tool calls 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +42,10 @@ from voiceagent.runner import converse_with_file
 from voiceagent.session import AgentSession, resolve_backends
 from voiceagent.transports.file import FileAudioOutput
 from voiceagent.text import normalize
+from voiceagent.turn_features import UNMEASURED
 from voiceagent.turn_policy import audio_needed, required_silence
 from voiceagent.testing.harness import Harness, make_runtime
-from voiceagent_eval.turn_eval import ScriptedUserInput, silent_from
+from voiceagent_eval.turn_eval import Pause, ScriptedUserInput, decision, silent_from
 
 STORY = "You are a storyteller. Always answer with a long story of at least six sentences."
 
@@ -121,6 +124,21 @@ async def test_a_turn_ends_when_its_score_arrives_if_the_silence_is_already_long
         await h.settle()
         ended = h.broadcasts(EndOfTurnFrame)  # with no further audio frame
         assert [(e.ts, e.speech_end_ts) for e in ended] == [(pytest.approx(1.3), 1.0)]
+
+
+def test_the_benchmark_replay_ends_the_turn_when_the_score_arrives_as_the_endpointer_does():
+    opts = EndpointingOptions()
+    # the VAD reported the pause 64 ms in; the transcript and its score came 250 ms later,
+    # between two frames, with more silence than a complete turn needs
+    pause = Pause(speech_end=1.0, reported=1.064, resumed=math.inf, audio_score=0.0,
+                  audio_latency=0.0, text="A table for two.", end_probability=0.999,
+                  decode_latency=0.25, completeness_score=0.0, completeness_latency=0.0,
+                  prosody=UNMEASURED, speech_seconds=1.0)
+    assert decision(pause, opts) == pytest.approx(1.314)
+    early = replace(pause, decode_latency=0.05)  # before the silence is long enough
+    assert decision(early, opts) == pytest.approx(1.204)  # the first frame past 0.2 s
+    unsure = replace(pause, end_probability=0.5)
+    assert decision(unsure, opts) == pytest.approx(1.0 + opts.incomplete_silence, abs=0.02)
 
 
 class FixedScore:

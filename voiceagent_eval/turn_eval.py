@@ -169,11 +169,18 @@ def decision(pause: Pause, opts: EndpointingOptions,
     audio_from = (pause.reported if audio_needed(opts, None)
                   else pause.reported + text_latency if audio_needed(opts, text_score)
                   else math.inf)
+    text_at = pause.reported + text_latency
+    # the recogniser's own score comes with the transcript, and the endpointer judges it on
+    # arrival (on the silence heard so far), not at the next frame
+    on_arrival = uses_end_probability(opts, pause.end_probability)
     while t < pause.resumed:
         audio = pause.audio_score if t >= audio_from + pause.audio_latency else None
-        text = text_score if t >= pause.reported + text_latency else None
+        text = text_score if t >= text_at else None
         if turn_over(opts, t - pause.speech_end, audio, text, evidence, model):
             return t
+        if on_arrival and t < text_at < min(t + FRAME, pause.resumed) and turn_over(
+                opts, t - pause.speech_end, audio, text_score, evidence, model):
+            return text_at
         t += FRAME
         if t - pause.speech_end > 60:
             return None
