@@ -168,8 +168,8 @@ class TimedReply:
 
 
 def relative_delay_p99(arrivals: list[float], window: float = 2.0) -> float | None:
-    """The 99th percentile of ``arrivals[i] - FRAME_S * i`` above its minimum over the
-    preceding ``window`` seconds (None for fewer than two frames)."""
+    """The 99th percentile of ``arrivals[i] - 20 ms * i`` above its minimum over the
+    ``window`` seconds up to frame ``i`` (None for fewer than two frames)."""
     if len(arrivals) < 2:
         return None
     times = np.asarray(arrivals)
