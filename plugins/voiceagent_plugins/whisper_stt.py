@@ -207,13 +207,22 @@ class WhisperSTT:
             transcript, _ = self._decode_window(audio, full, final)
         return transcript
 
+    def mel_features(self, window: np.ndarray) -> np.ndarray:
+        """Whisper's log-mel features of ``window`` (16 kHz, at most 30 s)."""
+        extractor = self.model.feature_extractor
+        return extractor(window)[:, :extractor.nb_max_frames]  # 30 s: one frame too many
+
+    def encode(self, window: np.ndarray) -> np.ndarray:
+        """The encoder's output for ``window`` (at most 30 s): ``(frames, width)``, a frame
+        every 20 ms, frame ``i`` centred on ``20 i`` ms. Blocking; call from a worker thread."""
+        return np.array(self.model.encode(self.mel_features(window)))[0]
+
     def _decode_window(self, audio: np.ndarray, pad: float,
                        final: bool) -> tuple[Transcript, bool]:
         """One decode of ``audio`` followed by ``pad`` seconds of silence, and whether it
         looks gone wrong (see the module's docstring)."""
         window = np.concatenate([audio, np.zeros(int(pad * SAMPLE_RATE), np.float32)])
-        extractor = self.model.feature_extractor
-        features = extractor(window)[:, :extractor.nb_max_frames]  # 30 s: one frame too many
+        features = self.mel_features(window)
         language = self.language
         if language is None and self.model.model.is_multilingual:
             language = self.model.detect_language(features=features)[0]

@@ -36,13 +36,11 @@ class Encoder:
     """Whisper tiny.en's encoder output for a clip: (frames at 50 Hz, 384)."""
 
     def __init__(self) -> None:
-        self._whisper = WhisperSTT(cpu_threads=2).model
+        self._whisper = WhisperSTT(cpu_threads=2)
 
     def __call__(self, audio: np.ndarray) -> torch.Tensor:
         window = np.concatenate([audio[:16_000 * WINDOW_S], np.zeros(16_000, np.float32)])
-        mels = self._whisper.feature_extractor(window)
-        encoded = self._whisper.encode(mels[:, :self._whisper.feature_extractor.nb_max_frames])
-        return torch.from_numpy(np.array(encoded)[0])
+        return torch.from_numpy(self._whisper.encode(window))
 
 
 class Head(torch.nn.Module):
