@@ -19,7 +19,8 @@
   clip); ``throughput`` = N x chunk / step, the streams one thread keeps in real time when
   they are batched N at a time (the throughput curve); ``streams_real_time`` is the largest N
   whose step fits in the chunk's duration on this machine (one CPU thread unless
-  ``--threads``).
+  ``--threads``). ``front_end_ms_per_chunk``: the feeder's time per chunk and stream (log-mel,
+  or the Whisper encoder, which is not batched); ``throughput_with_front_end`` counts it.
 * ``engine``: N streams fed concurrently through the engine (``max_batch`` N) in 20 ms
   pieces, as fast as possible: ``throughput`` = N x clip duration / wall time, the streams in
   real time the whole path sustains (features per piece, the hop to the worker thread,
@@ -81,7 +82,7 @@ def decoding_figures(args, audios) -> dict:
 
     from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
     from voiceagent_plugins.transducer.decoding import GreedyDecoder
-    from voiceagent_plugins.transducer.streaming import ChunkFeeder
+    from voiceagent_plugins.transducer.streaming import feeder
 
     model = load(args.checkpoint or SHIPPED)
     out: dict = {}
@@ -89,8 +90,8 @@ def decoding_figures(args, audios) -> dict:
         decoder = GreedyDecoder(model, tdt=tdt)
         calls, times = 0, []
         for audio in audios:
-            feeder = ChunkFeeder(model, model.cfg.chunk_frames)
-            feats = torch.cat(feeder.push(audio) + feeder.flush())
+            cut = feeder(model, model.cfg.chunk_frames)
+            feats = torch.cat(cut.push(audio) + cut.flush())
             with torch.inference_mode():
                 f = model.joint.enc(model.encoder(feats[None]))
             for _ in range(args.runs):
@@ -164,18 +165,22 @@ def batching_figures(args, audios, chunk_ms: int) -> dict:
 
     from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
     from voiceagent_plugins.transducer.decoding import GreedyDecoder
-    from voiceagent_plugins.transducer.model import EncoderState
-    from voiceagent_plugins.transducer.streaming import ChunkFeeder
+    from voiceagent_plugins.transducer.streaming import feeder
 
     model = load(args.checkpoint or SHIPPED)
-    feeder = ChunkFeeder(model, chunk_ms // 80)
-    chunks = feeder.push(audios[0]) + feeder.flush()
+    fronts = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        cut = feeder(model, chunk_ms // 80)
+        chunks = cut.push(audios[0]) + cut.flush()
+        fronts.append((time.perf_counter() - t0) / len(chunks))
+    front_ms = 1000 * float(np.median(fronts))  # per stream: the feeder is not batched
     decoder = GreedyDecoder(model, tdt=bool(model.cfg.durations))
     rows = []
     for n in args.batches:
         times = []
         for _ in range(args.runs):
-            state = EncoderState.stack([model.encoder.init_state(1) for _ in range(n)])
+            state = model.encoder.init_state(n)
             hyps = [decoder.initial() for _ in range(n)]
             with torch.inference_mode():
                 for i, feats in enumerate(chunks):
@@ -185,10 +190,13 @@ def batching_figures(args, audios, chunk_ms: int) -> dict:
                     if i:  # the first step of a run warms up
                         times.append(time.perf_counter() - t0)
         step_ms = 1000 * float(np.median(times))
+        whole_ms = step_ms + n * front_ms
         rows.append({"streams": n, "step_ms": round(step_ms, 2),
-                     "throughput": int(n * chunk_ms / step_ms), "real_time": step_ms < chunk_ms})
+                     "throughput": int(n * chunk_ms / step_ms), "real_time": step_ms < chunk_ms,
+                     "throughput_with_front_end": int(n * chunk_ms / whole_ms)})
     capacity = max([r["streams"] for r in rows if r["real_time"]], default=0)
-    return {"chunk_ms": chunk_ms, "steps": rows, "streams_real_time": capacity}
+    return {"chunk_ms": chunk_ms, "front_end_ms_per_chunk": round(front_ms, 2), "steps": rows,
+            "streams_real_time": capacity}
 
 
 def engine_figures(args, audios) -> list[dict]:
@@ -271,7 +279,9 @@ def main() -> None:
         steps = ", ".join(f"{r['streams']}: {r['step_ms']} ms ({r['throughput']} real-time)"
                           for r in b["steps"])
         lines.append(f"\nbatch step at {b['chunk_ms']} ms chunks ({steps}); streams in real "
-                     f"time: {b['streams_real_time']}")
+                     f"time: {b['streams_real_time']}; front end {b['front_end_ms_per_chunk']} "
+                     "ms per stream and chunk (unbatched), with it: " + ", ".join(
+                         f"{r['streams']}: {r['throughput_with_front_end']}" for r in b["steps"]))
     if figures["engine"]:
         lines.append("\nengine, streams at once: " + ", ".join(
             f"{r['streams']}: {r['throughput']} real-time (batch {r['mean_batch']})"

@@ -17,11 +17,13 @@ from voiceagent_plugins.transducer.streaming import transcribe  # noqa: E402
 torch.set_num_threads(1)
 
 
-def random_model() -> Transducer:
+def random_model(front_end: str = "log_mel") -> Transducer:
+    """Random weights; ``front_end="whisper"``: a random head on Whisper's real encoder."""
     torch.manual_seed(3)
     cfg = ModelConfig([f"w{i}" for i in range(12)], d_model=32, n_heads=4, n_layers=2,
                       subsampling_channels=8, conv_kernel=5, chunk_frames=2, left_context=6,
-                      pred_hidden=32, joint_hidden=32, durations=[0, 1, 2, 3])
+                      pred_hidden=32, joint_hidden=32, durations=[0, 1, 2, 3],
+                      front_end=front_end)
     model = Transducer(cfg).eval()
     with torch.no_grad():  # make tokens likelier than blank now and then
         model.joint.joint_net[2].bias[:12] += 1.5
@@ -36,9 +38,12 @@ def clips() -> list[np.ndarray]:
             for k, n in enumerate([16_000, 27_000, 41_000, 9_500])]
 
 
-@pytest.mark.parametrize("decoding", ["tdt", "rnnt", "beam"])
-async def test_batched_streams_equal_streams_alone(decoding):
-    model = random_model()
+@pytest.mark.parametrize("decoding,front_end", [("tdt", "log_mel"), ("rnnt", "log_mel"),
+                                               ("beam", "log_mel"), ("tdt", "whisper")])
+async def test_batched_streams_equal_streams_alone(decoding, front_end):
+    if front_end == "whisper":
+        pytest.importorskip("faster_whisper")
+    model = random_model(front_end)
     engine = TransducerEngine(model, decoding, max_batch=8, max_wait_ms=20)
     audio = clips()
 

@@ -55,7 +55,7 @@ def predict(model: Transducer, tokens: torch.Tensor, states: list[LSTMState]
 
 def initial(model: Transducer) -> Hypothesis:
     layers, hidden = model.cfg.pred_layers, model.cfg.pred_hidden
-    zero = model.encoder.feat_mean.new_zeros(layers, 1, hidden)
+    zero = model.decoder.prediction.embed.weight.new_zeros(layers, 1, hidden)
     g, (state,) = predict(model, torch.tensor([model.cfg.blank], device=zero.device),
                           [(zero, zero)])
     return Hypothesis([], g[0], state)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from .decoding import BeamDecoder, BeamState, GreedyDecoder, Hypothesis
-from .model import EncoderState, Transducer
-from .streaming import ChunkFeeder
+from .model import Transducer
+from .streaming import feeder
 
 DECODINGS = ("tdt", "rnnt", "beam")
 
@@ -182,7 +182,7 @@ class TransducerEngine:
     @torch.inference_mode()
     def _step(self, batch: list[_Request]) -> None:
         feats = torch.stack([r.chunks.pop(0) for r in batch]).to(self.device)
-        state = EncoderState.stack([r.stream.state for r in batch])
+        state = type(batch[0].stream.state).stack([r.stream.state for r in batch])
         enc, state = self.model.encoder.stream(feats, state)
         self.decoder.decode(self.model.joint.enc(enc), [r.stream.hyp for r in batch])
         for r, s in zip(batch, state.split()):
@@ -214,7 +214,7 @@ class EngineStream:
 
     def reset(self) -> None:
         model = self.engine.model
-        self.feeder = ChunkFeeder(model, self.engine.chunk)
+        self.feeder = feeder(model, self.engine.chunk)
         self.state = model.encoder.init_state(1)
         self.hyp: Hypothesis | BeamState = self.engine.decoder.initial()
 

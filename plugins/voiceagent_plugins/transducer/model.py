@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .features import LogMel
+from .whisper_front import WhisperFrames, WhisperHeadEncoder
 
 _NEG = -1e9  # finite "minus infinity": a fully masked (padding) row stays NaN-free
 
@@ -51,6 +52,10 @@ class ModelConfig:
     joint_hidden: int = 128
     durations: list[int] = field(default_factory=list)  # TDT durations; empty: plain RNN-T
     word_separator: str = " "  # "" with "▁"-marked word pieces (sentencepiece)
+    # "log_mel" (the Conformer above) or "whisper" (Whisper tiny.en's frozen encoder with an
+    # LSTM head of ``n_layers`` x ``d_model``; whisper_front.py)
+    front_end: str = "log_mel"
+    decoding: str = "tdt"  # the backend's default for this model: the best measured
 
     @property
     def blank(self) -> int:
@@ -355,8 +360,16 @@ class Transducer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.features = LogMel(cfg.n_mels)
-        self.encoder = ConformerEncoder(cfg)
+        self.features: LogMel | WhisperFrames
+        self.encoder: ConformerEncoder | WhisperHeadEncoder
+        if cfg.front_end == "whisper":
+            self.features = WhisperFrames()  # not a module: its weights are Whisper's own
+            self.encoder = WhisperHeadEncoder(cfg.d_model, cfg.n_layers)
+        elif cfg.front_end == "log_mel":
+            self.features = LogMel(cfg.n_mels)
+            self.encoder = ConformerEncoder(cfg)
+        else:
+            raise ValueError(f"unknown front end {cfg.front_end!r}")
         self.decoder = RNNTDecoder(cfg)
         self.joint = RNNTJoint(cfg)
 

@@ -8,6 +8,7 @@ import torch
 
 from .decoding import BeamDecoder, BeamState, GreedyDecoder, Hypothesis
 from .model import Transducer
+from .whisper_front import WhisperChunkFeeder, WhisperFrames
 
 
 class ChunkFeeder:
@@ -58,14 +59,21 @@ class ChunkFeeder:
             chunks += self.push(np.zeros(max(pad, 0), np.float32))
         return chunks
 
+def feeder(model: Transducer, chunk: int) -> ChunkFeeder | WhisperChunkFeeder:
+    """The feeder for ``model``'s front end."""
+    if isinstance(model.features, WhisperFrames):
+        return WhisperChunkFeeder(model.features, chunk)
+    return ChunkFeeder(model, chunk)
+
+
 def decode_clip(model: Transducer, audio: np.ndarray, decoder: GreedyDecoder | BeamDecoder,
                 chunk: int | None = None) -> Hypothesis | BeamState:
     """Decode a whole clip as one stream, chunk by chunk (what the engine does, unbatched):
     the final hypothesis (tokens, joint calls)."""
-    feeder = ChunkFeeder(model, chunk or model.cfg.chunk_frames)
+    cut = feeder(model, chunk or model.cfg.chunk_frames)
     state, hyp = model.encoder.init_state(1), decoder.initial()
     with torch.inference_mode():
-        for feats in feeder.push(audio) + feeder.flush():
+        for feats in cut.push(audio) + cut.flush():
             enc, state = model.encoder.stream(feats[None], state)
             decoder.decode(model.joint.enc(enc), [hyp])
     return hyp

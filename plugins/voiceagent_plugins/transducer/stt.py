@@ -3,7 +3,9 @@
 Unlike Whisper, which re-decodes a growing window, a transducer decodes every chunk once:
 partial transcripts appear one chunk (``chunk_ms``) after the words are spoken, and greedy
 partials never change (``stable`` is the whole text). With beam search only the prefix the
-beams agree on is stable.
+beams agree on is stable. The shipped model reads Whisper tiny.en's encoder
+(``whisper_front.py``), which re-encodes the turn so far at each chunk; the decoding is still
+once per chunk.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from voiceagent.errors import ConfigError
 from voiceagent.registry import BackendOptions, validate_options
 
 SAMPLE_RATE = 16_000
-_FRAME_MS = 80  # one encoder frame: 10 ms features x 8 subsampling
+_FRAME_MS = 80  # one encoder frame: 10 ms features x 8 subsampling, or 4 Whisper frames
 
 
 class TransducerOptions(BackendOptions):
     """What :class:`TransducerSTT` takes (its docstring says what each does)."""
 
     checkpoint: Path | None = None
-    decoding: str = "tdt"
+    decoding: str | None = None
     chunk_ms: int = 160
     quantize: bool = False
     beam: int = 4
@@ -40,9 +42,12 @@ class TransducerOptions(BackendOptions):
 class TransducerSTT:
     """The shared model and engine. Options are an agent's ``stt_options``.
 
-    ``checkpoint``: our ``.pt`` (default: the shipped phone-command model) or a NeMo
-    ``.nemo`` FastConformer RNN-T/TDT. ``decoding``: ``tdt`` | ``rnnt`` (greedy) | ``beam``.
-    ``chunk_ms``: the attention chunk, a multiple of 80 ms (latency vs accuracy).
+    ``checkpoint``: our ``.pt`` (default: the shipped phone-command model, a head on Whisper
+    tiny.en's encoder, trained with 160 ms chunks) or a NeMo ``.nemo`` FastConformer
+    RNN-T/TDT. ``decoding``: ``tdt`` | ``rnnt`` (greedy) | ``beam`` (default: the
+    checkpoint's own, ``rnnt`` for the shipped model, ``tdt`` otherwise). ``chunk_ms``: the
+    attention chunk (the Whisper front end: audio per encode), a multiple of 80 ms (latency
+    vs accuracy).
     ``quantize``: int8 dynamic quantisation on CPU. ``max_batch``/``max_wait_ms``: how the
     engine batches chunks of concurrent streams.
     """
@@ -60,7 +65,7 @@ class TransducerSTT:
         from .engine import DECODINGS, TransducerEngine
         from .nemo import load_nemo
 
-        if decoding not in DECODINGS:
+        if decoding is not None and decoding not in DECODINGS:
             raise ConfigError(f"decoding must be one of {', '.join(DECODINGS)}")
         if chunk_ms < _FRAME_MS or chunk_ms % _FRAME_MS:
             raise ConfigError(f"chunk_ms must be a positive multiple of {_FRAME_MS}")
@@ -73,6 +78,7 @@ class TransducerSTT:
             model = load_nemo(path) if path.suffix == ".nemo" or path.is_dir() else load(path)
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load the transducer checkpoint {path}: {exc}") from exc
+        decoding = decoding or model.cfg.decoding
         if decoding == "tdt" and not model.cfg.durations:
             decoding = "rnnt"  # a plain RNN-T model has no duration head
         self.engine = TransducerEngine(model, decoding, chunk_frames=chunk_ms // _FRAME_MS,

@@ -11,19 +11,29 @@ logit under-normalisation, which makes the model jump over blanks in long steps,
 the same checkpoint also decodes with RNN-T greedy and beam search (durations ignored). From
 scratch, an auxiliary CTC loss on the encoder (a head thrown away after training) gets it past
 the all-blank plateau sooner, which matters on a CPU budget.
+
+``--front-end whisper`` trains the LSTM head on Whisper tiny.en's frozen encoder instead
+(``whisper_front.py``, the shipped model). Encoding is too slow to redo every epoch, so each
+clip is augmented ``--views`` times and encoded once per view, up front, by the streaming
+feeder itself (``--workers`` processes); ``--features`` caches that work for the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from voiceagent.audio import load_audio
+from voiceagent.text import normalize
 from voiceagent_eval.wer import pooled_wer
 
 from .decoding import GreedyDecoder
@@ -32,6 +42,7 @@ from .loss import rnnt_loss, tdt_loss
 from .model import ModelConfig, Transducer
 from .streaming import transcribe
 from .synth import augment, load_corpus, synthesize, vocabulary
+from .whisper_front import WhisperChunkFeeder, WhisperFrames
 
 DURATIONS = list(range(9))  # up to 8 frames of 80 ms: a jump over most pauses
 PEAK_LR = 3e-3
@@ -41,11 +52,16 @@ SIGMA = 0.05  # NeMo's default
 # The paper's omega is ~0.1; more here because RNN-T greedy must also decode this model well
 # (with too little, RNN-T decoding repeats every token: a TDT token moves on by its duration)
 OMEGA = 0.3
+WHISPER_HEAD = {"d_model": 256, "n_layers": 2}  # the head on Whisper's encoder (~1.5 M)
+
+Data = list[tuple[str, np.ndarray]]
+# a batch of clips (indices into the data) -> features, their frames, targets, target lengths
+BatchMaker = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def batches(data: list[tuple[str, np.ndarray]], size: int, rng: random.Random):
-    """Random batches of similar length (fewer padded frames)."""
-    order = sorted(range(len(data)), key=lambda i: len(data[i][1]) + rng.randint(0, 8000))
+def batches(lengths: list[int], size: int, rng: random.Random):
+    """Random batches of clips of similar length in samples (fewer padded frames)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i] + rng.randint(0, 8000))
     groups = [order[i:i + size] for i in range(0, len(order), size)]
     rng.shuffle(groups)
     yield from groups
@@ -64,18 +80,74 @@ def spec_mask(feats: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return feats
 
 
-def make_batch(model: Transducer, items: list[tuple[str, np.ndarray]], word_id: dict[str, int],
-               rng: np.random.Generator, babble: list[np.ndarray]):
-    audios = [torch.from_numpy(augment(a, rng, babble)) for _, a in items]
-    feats = [model.features(a[None])[0] for a in audios]
-    factor = model.cfg.subsampling_factor
-    t_max = -(-max(len(f) for f in feats) // factor) * factor
-    x = torch.stack([torch.nn.functional.pad(f, (0, 0, 0, t_max - len(f))) for f in feats])
-    frames = torch.tensor([-(-len(f) // factor) for f in feats])
-    ys = [[word_id[w] for w in text.split()] for text, _ in items]
+def targets_of(texts: list[str], word_id: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded word ids ``(B, U)`` and their counts."""
+    ys = [[word_id[w] for w in text.split()] for text in texts]
     u_max = max(len(y) for y in ys)
-    targets = torch.tensor([y + [0] * (u_max - len(y)) for y in ys])
-    return x, frames, targets, torch.tensor([len(y) for y in ys])
+    return (torch.tensor([y + [0] * (u_max - len(y)) for y in ys], dtype=torch.long),
+            torch.tensor([len(y) for y in ys]))
+
+
+def log_mel_batches(model: Transducer, data: Data, word_id: dict[str, int],
+                    rng: np.random.Generator, babble: list[np.ndarray]) -> BatchMaker:
+    """Log-mel batches of clips augmented anew every time."""
+    def make(group: list[int]):
+        audios = [torch.from_numpy(augment(data[i][1], rng, babble)) for i in group]
+        feats = [model.features(a[None])[0] for a in audios]
+        factor = model.cfg.subsampling_factor
+        t_max = -(-max(len(f) for f in feats) // factor) * factor
+        x = torch.stack([torch.nn.functional.pad(f, (0, 0, 0, t_max - len(f))) for f in feats])
+        frames = torch.tensor([-(-len(f) // factor) for f in feats])
+        return (x, frames, *targets_of([data[i][0] for i in group], word_id))
+    return make
+
+
+_front: WhisperFrames | None = None  # one per worker process
+
+
+def _encode_views(job: tuple[np.ndarray, int, int, int, list[np.ndarray]]) -> list[np.ndarray]:
+    """A training worker's task: ``views`` augmented copies of a clip through the feeder."""
+    global _front
+    audio, views, chunk, seed, babble = job
+    _front = _front or WhisperFrames()
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(views):
+        feeder = WhisperChunkFeeder(_front, chunk)
+        chunks = feeder.push(augment(audio, rng, babble)) + feeder.flush()
+        out.append(torch.cat(chunks).half().numpy())
+    return out
+
+
+def whisper_batches(model: Transducer, data: Data, word_id: dict[str, int], rng: random.Random,
+                    views: int, workers: int, cache: Path | None) -> BatchMaker:
+    """Batches of Whisper features computed up front, a random view of each clip. ``cache``
+    holds the views by clip index: clips it has keep all their views, the others (new clips
+    appended to the data) get ``views`` new ones, and the cache is rewritten."""
+    blob = dict(np.load(cache)) if cache is not None and cache.exists() else {}
+    feats: list[list[np.ndarray]] = [[] for _ in data]
+    for key, value in blob.items():
+        feats[int(key.split("_")[0])].append(value)
+    missing = [i for i, f in enumerate(feats) if not f]
+    if missing:
+        babble = [a for _, a in data[:50]]
+        jobs = [(data[i][1], views, model.cfg.chunk_frames, i, babble) for i in missing]
+        start = time.monotonic()
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for i, encoded in zip(missing, pool.map(_encode_views, jobs, chunksize=32)):
+                feats[i] = encoded
+        print(f"encoded {len(missing)} x {views} views in {time.monotonic() - start:.0f} s",
+              flush=True)
+        if cache is not None:
+            np.savez(cache, **{f"{i}_{v}": f for i, fs in enumerate(feats)
+                               for v, f in enumerate(fs)})
+
+    def make(group: list[int]):
+        picked = [torch.from_numpy(rng.choice(feats[i])).float() for i in group]
+        x = torch.nn.utils.rnn.pad_sequence(picked, batch_first=True)
+        return (x, torch.tensor([len(f) for f in picked]),
+                *targets_of([data[i][0] for i in group], word_id))
+    return make
 
 
 def evaluate(model: Transducer, data: list[tuple[str, np.ndarray]], tdt: bool) -> float:
@@ -96,6 +168,13 @@ def main() -> None:
     p.add_argument("--init", type=Path, help="go on training this checkpoint")
     p.add_argument("--sigma", type=float, default=SIGMA, help="TDT logit under-normalisation")
     p.add_argument("--omega", type=float, default=OMEGA, help="chance of an RNN-T-loss batch")
+    p.add_argument("--other-speech", type=Path,
+                   help="clips of other words (a manifest.jsonl of file and text, as "
+                        "training/turn's synthesis writes): learn to let them pass")
+    p.add_argument("--front-end", choices=("log_mel", "whisper"), default="log_mel")
+    p.add_argument("--views", type=int, default=2, help="whisper: augmented views per clip")
+    p.add_argument("--workers", type=int, default=2, help="whisper: encoding processes")
+    p.add_argument("--features", type=Path, help="whisper: cache of the encoded views (.npz)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -110,8 +189,30 @@ def main() -> None:
     if len(data) <= 60:
         p.error("need more than the 60 clips held out for progress reports")
     print(f"synthesised {len(data)} clips in {time.monotonic() - start:.0f} s", flush=True)
-    fit(data[:-60], data[-60:], args.out, args.minutes, args.batch, rng, nrng, args.init,
-        args.sigma, args.omega)
+    data, held_out = data[:-60], data[-60:]
+    if args.other_speech is not None:
+        data += other_speech(args.other_speech, set(vocabulary()))
+    model, ctc_weight = initial_model(data, args.front_end, args.init, nrng)
+    word_id = {w: i for i, w in enumerate(model.cfg.vocabulary)}
+    if args.front_end == "whisper":
+        make = whisper_batches(model, data, word_id, rng, args.views, args.workers,
+                               args.features)
+    else:
+        make = log_mel_batches(model, data, word_id, nrng, [a for _, a in data[:200]])
+    fit(model, ctc_weight, make, [len(a) for _, a in data], held_out, args.out, args.minutes,
+        args.batch, rng, args.sigma, args.omega)
+
+
+def other_speech(directory: Path, vocabulary: set[str]) -> Data:
+    """Speech mostly outside the domain, each clip's target only the domain words it holds:
+    without it, a closed-domain model hears every word as one of its own ("ten of clubs"
+    became "seven zero")."""
+    clips = []
+    for line in (directory / "manifest.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        words = " ".join(w for w in normalize(row["text"]) if w in vocabulary)
+        clips.append((words, load_audio(directory / row["file"], 16_000)))
+    return clips
 
 
 def widen_durations(model: Transducer, durations: list[int]) -> Transducer:
@@ -135,39 +236,48 @@ def widen_durations(model: Transducer, durations: list[int]) -> Transducer:
     return wide
 
 
-def fit(data: list[tuple[str, np.ndarray]], held_out: list[tuple[str, np.ndarray]], out: Path,
-        minutes: float, batch: int, rng: random.Random, nrng: np.random.Generator,
-        init: Path | None = None, sigma: float = SIGMA, omega: float = OMEGA) -> Transducer:
-    """Train (or go on training ``init``) for ``minutes``; checkpoints to ``out``."""
+def initial_model(data: Data, front_end: str, init: Path | None, nrng: np.random.Generator
+                  ) -> tuple[Transducer, float]:
+    """The model to train and its auxiliary CTC weight: ``init`` widened to our durations
+    (past the plateau: no CTC help needed), or a new model of ``front_end``."""
+    if init is not None:
+        return widen_durations(load(init), DURATIONS).train(), 0.0
     vocab = vocabulary()
-    word_id = {w: i for i, w in enumerate(vocab)}
-    if init is not None:  # past the plateau: no CTC help needed
-        model, ctc_weight = widen_durations(load(init), DURATIONS).train(), 0.0
-    else:
-        model, ctc_weight = Transducer(ModelConfig(vocab, durations=DURATIONS,
-                                                   n_layers=LAYERS)), CTC_WEIGHT
-        with torch.no_grad():  # fixed feature normalisation from augmented training audio
-            sample = torch.cat([model.features(torch.from_numpy(augment(a, nrng))[None])[0]
-                                for _, a in data[:300]])
-            model.encoder.feat_mean.copy_(sample.mean(0))
-            model.encoder.feat_std.copy_(sample.std(0) + 1e-3)
+    if front_end == "whisper":
+        return Transducer(ModelConfig(vocab, durations=DURATIONS, front_end="whisper",
+                                      **WHISPER_HEAD)), CTC_WEIGHT
+    model = Transducer(ModelConfig(vocab, durations=DURATIONS, n_layers=LAYERS))
+    with torch.no_grad():  # fixed feature normalisation from augmented training audio
+        sample = torch.cat([model.features(torch.from_numpy(augment(a, nrng))[None])[0]
+                            for _, a in data[:300]])
+        model.encoder.feat_mean.copy_(sample.mean(0))
+        model.encoder.feat_std.copy_(sample.std(0) + 1e-3)
+    return model, CTC_WEIGHT
+
+
+def fit(model: Transducer, ctc_weight: float, make: BatchMaker, lengths: list[int],
+        held_out: Data,
+        out: Path, minutes: float, batch: int, rng: random.Random, sigma: float = SIGMA,
+        omega: float = OMEGA) -> Transducer:
+    """Train ``model`` for ``minutes`` on batches made by ``make`` from clips of ``lengths``
+    samples; checkpoints to ``out``."""
+    log_mel = model.cfg.front_end == "log_mel"
     ctc_head = torch.nn.Linear(model.cfg.d_model, model.cfg.blank + 1)
     params = list(model.parameters()) + list(ctc_head.parameters())
     opt = torch.optim.AdamW(params, lr=PEAK_LR, weight_decay=1e-3)
-    babble = [a for _, a in data[:200]]  # other synthetic clips as background talkers
     tdt_losses: list[float] = []
     rnnt_losses: list[float] = []
     warmup, step, start = 200, 0, time.monotonic()
     deadline = start + minutes * 60
     while time.monotonic() < deadline:
-        for group in batches(data, batch, rng):
+        for group in batches(lengths, batch, rng):
             if time.monotonic() >= deadline:
                 break
             model.train()
-            x, frames, targets, labels = make_batch(model, [data[i] for i in group], word_id,
-                                                    nrng, babble)
-            chunk = rng.choice([1, 2, 2, 4, 8])
-            enc = model.encoder(spec_mask(x, rng), frames, chunk=chunk,
+            x, frames, targets, labels = make(group)
+            if log_mel:
+                x = spec_mask(x, rng)
+            enc = model.encoder(x, frames, chunk=rng.choice([1, 2, 2, 4, 8]),
                                 left=rng.choice([8, 16, 32]))
             blank = torch.full((len(group), 1), model.cfg.blank)
             g, _ = model.decoder(torch.cat([blank, targets], 1))
