@@ -77,3 +77,17 @@ def test_the_head_streams_as_it_runs_whole():
             out, state = head.stream(feats[:, start:start + CHUNK], state)
             parts.append(out)
     torch.testing.assert_close(torch.cat(parts, 1), whole)
+
+
+async def test_the_shipped_model_quantised_shares_the_encoder_and_transcribes(speech_dir):
+    from voiceagent import registry
+
+    stt = registry.get("stt", "transducer", quantize=True)
+    stream = stt.stream()
+    try:
+        audio = load_audio(speech_dir / "uberi_one_two_three.wav", 16_000)
+        await stream.push(audio)
+        final = await stream.finish()
+    finally:
+        await stream.aclose()
+    assert final.text == "one two three"

@@ -32,9 +32,11 @@ DECODINGS = ("tdt", "rnnt", "beam")
 def quantized(model: Transducer) -> Transducer:
     """int8 dynamic quantisation of the Linear and LSTM layers (CPU only). torch 2.13 marks
     ``torch.ao.quantization`` deprecated in favour of torchao; it still works, so the warning
-    is silenced rather than adding a dependency."""
+    is silenced rather than adding a dependency (as is its UserWarning about quantised LSTM
+    weights, the same deprecation)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
         return torch.ao.quantization.quantize_dynamic(
             model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
 

@@ -37,6 +37,7 @@ from voiceagent.text import normalize
 from voiceagent_eval.wer import pooled_wer
 
 from .decoding import GreedyDecoder
+from .engine import DECODINGS
 from .checkpoint import load, save
 from .loss import rnnt_loss, tdt_loss
 from .model import ModelConfig, Transducer
@@ -172,6 +173,8 @@ def main() -> None:
                    help="clips of other words (a manifest.jsonl of file and text, as "
                         "training/turn's synthesis writes): learn to let them pass")
     p.add_argument("--front-end", choices=("log_mel", "whisper"), default="log_mel")
+    p.add_argument("--decoding", choices=DECODINGS,
+                   help="the backend's default decoding, written into the checkpoint")
     p.add_argument("--views", type=int, default=2, help="whisper: augmented views per clip")
     p.add_argument("--workers", type=int, default=2, help="whisper: encoding processes")
     p.add_argument("--features", type=Path, help="whisper: cache of the encoded views (.npz)")
@@ -193,6 +196,8 @@ def main() -> None:
     if args.other_speech is not None:
         data += other_speech(args.other_speech, set(vocabulary()))
     model, ctc_weight = initial_model(data, args.front_end, args.init, nrng)
+    if args.decoding:
+        model.cfg.decoding = args.decoding
     word_id = {w: i for i, w in enumerate(model.cfg.vocabulary)}
     if args.front_end == "whisper":
         make = whisper_batches(model, data, word_id, rng, args.views, args.workers,

@@ -40,6 +40,9 @@ class WhisperFrames:
     def encode(self, audio: np.ndarray) -> np.ndarray:
         return self._whisper.encode(audio)
 
+    def __deepcopy__(self, memo: dict) -> WhisperFrames:
+        return self  # frozen: a copy of the model (int8 quantisation makes one) shares it
+
 
 class WhisperChunkFeeder:
     """Buffers one stream's audio and cuts it into chunks of ``chunk`` transducer frames,
