@@ -59,6 +59,7 @@ class ChunkFeeder:
             chunks += self.push(np.zeros(max(pad, 0), np.float32))
         return chunks
 
+
 def feeder(model: Transducer, chunk: int) -> ChunkFeeder | WhisperChunkFeeder:
     """The feeder for ``model``'s front end."""
     if isinstance(model.features, WhisperFrames):
