@@ -103,19 +103,21 @@ def log_mel_batches(model: Transducer, data: Data, word_id: dict[str, int],
     return make
 
 
-_front: WhisperFrames | None = None  # one per worker process
+_worker: dict = {}  # an encoding process's encoder and background talkers, set once
 
 
-def _encode_views(job: tuple[np.ndarray, int, int, int, list[np.ndarray]]) -> list[np.ndarray]:
-    """A training worker's task: ``views`` augmented copies of a clip through the feeder."""
-    global _front
-    audio, views, chunk, seed, babble = job
-    _front = _front or WhisperFrames()
+def _start_worker(babble: list[np.ndarray]) -> None:
+    _worker.update(front=WhisperFrames(), babble=babble)
+
+
+def _encode_views(job: tuple[np.ndarray, int, int, int]) -> list[np.ndarray]:
+    """An encoding process's task: ``views`` augmented copies of a clip through the feeder."""
+    audio, views, chunk, seed = job
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(views):
-        feeder = WhisperChunkFeeder(_front, chunk)
-        chunks = feeder.push(augment(audio, rng, babble)) + feeder.flush()
+        feeder = WhisperChunkFeeder(_worker["front"], chunk)
+        chunks = feeder.push(augment(audio, rng, _worker["babble"])) + feeder.flush()
         out.append(torch.cat(chunks).half().numpy())
     return out
 
@@ -131,10 +133,11 @@ def whisper_batches(model: Transducer, data: Data, word_id: dict[str, int], rng:
         feats[int(key.split("_")[0])].append(value)
     missing = [i for i, f in enumerate(feats) if not f]
     if missing:
-        babble = [a for _, a in data[:50]]
-        jobs = [(data[i][1], views, model.cfg.chunk_frames, i, babble) for i in missing]
+        babble = [a for _, a in data[:50]]  # sent to each process once, not with every task
+        jobs = [(data[i][1], views, model.cfg.chunk_frames, i) for i in missing]
         start = time.monotonic()
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, _start_worker,
+                                                        (babble,)) as pool:
             for i, encoded in zip(missing, pool.map(_encode_views, jobs, chunksize=32)):
                 feats[i] = encoded
         print(f"encoded {len(missing)} x {views} views in {time.monotonic() - start:.0f} s",

@@ -30,8 +30,6 @@ WINDOW_S = 10  # the most audio encoded at once; an older start slides forward
 class WhisperFrames:
     """The frozen encoder (the bundled tiny.en, one thread): audio -> ``(frames, 384)``."""
 
-    lead = 0
-
     def __init__(self) -> None:
         from voiceagent_plugins.whisper_stt import WhisperSTT
 
