@@ -2,6 +2,7 @@
 
     python benchmarks/transducer.py [--data DIR] [--clips NAME ...] [--runs 3] [--json]
         [--checkpoint PATH] [--chunks-ms 80 160 320 640] [--batches 1 2 4 8 16] [--threads 1]
+        [--only SECTION ...] [--held-out DIR ...]
 
 * ``chunks``: each clip pushed through the ``transducer`` STT backend in 20 ms pieces, as fast
   as possible. ``rtf`` = compute / audio time; ``ms_per_chunk`` = compute per encoder chunk;
@@ -15,6 +16,12 @@
   (``voiceagent_plugins/transducer/real_speech.py`` says which clips and the exact rule),
   clean and through a phone line (8 kHz G.711 mu-law): ours with greedy RNN-T and TDT (and
   their joint calls) beside Whisper tiny.en (the ``whisper`` backend) on the same audio.
+* ``synthetic``: pooled WER and joint calls of greedy RNN-T and TDT on held-out synthetic
+  speech, streaming: each ``--held-out DIR`` is a corpus written by
+  ``python -m voiceagent_plugins.transducer.synth --out DIR --seed 424242 --count 100`` (a seed
+  no training run uses); without one the set is synthesised here (the TTS engines of
+  ``training/turn/setup.sh``). Keep the folder: Piper samples differently on every run, so
+  checkpoints compare only on the same stored audio.
 * ``batching``: one batched encoder+decoder step for N streams (all replaying the first
   clip); ``throughput`` = N x chunk / step, the streams one thread keeps in real time when
   they are batched N at a time (the throughput curve); ``streams_real_time`` is the largest N
@@ -34,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from common import clips, emit, median, parser
@@ -42,6 +50,8 @@ from voiceagent import registry
 from voiceagent.audio import load_audio
 
 PIECE = 320  # 20 ms
+HELD_OUT_SEED = 424242  # never a training seed
+SECTIONS = ["chunks", "decoding", "real_voice", "synthetic", "batching", "engine"]
 
 
 async def stream_clip(stt, audio: np.ndarray) -> tuple[float, float | None, str]:
@@ -158,6 +168,33 @@ def real_voice_figures(args) -> dict:
         row["whisper_tiny_en"] = {"wer": round(wer, 3), "texts": texts}
         out[channel] = row
     return out
+def synthetic_figures(args) -> dict:
+    from voiceagent_eval.wer import pooled_wer
+    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
+    from voiceagent_plugins.transducer.decoding import GreedyDecoder
+    from voiceagent_plugins.transducer.streaming import decode_clip
+    from voiceagent_plugins.transducer.synth import load_corpus, synthesize
+
+    model = load(args.checkpoint or SHIPPED)
+    sets = ({str(d): load_corpus(d) for d in args.held_out} if args.held_out
+            else {f"synthesize(100, {HELD_OUT_SEED})": list(synthesize(100, HELD_OUT_SEED))})
+    out: dict = {}
+    for name, utterances in sets.items():
+        if not utterances:
+            raise SystemExit(f"--held-out {name}: no shard-*.npz (transducer.synth writes them)")
+        row: dict = {"clips": len(utterances), "words": sum(len(u.text.split())
+                                                           for u in utterances)}
+        for decoding in ("rnnt", "tdt"):
+            decoder = GreedyDecoder(model, tdt=decoding == "tdt")
+            hyps = [decode_clip(model, u.audio, decoder) for u in utterances]
+            row[decoding] = {
+                "wer": round(pooled_wer((u.text, model.text(h.tokens))
+                                        for u, h in zip(utterances, hyps)), 4),
+                "joint_calls": sum(h.joint_calls for h in hyps)}
+        out[name] = row
+    return out
+
+
 def batching_figures(args, audios, chunk_ms: int) -> dict:
     """N streams all saying the first clip (caches filling as in real use): median time of
     one batched encoder + greedy decoding step over ``--runs`` replays."""
@@ -238,10 +275,16 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 64, 128, 256])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--engine-streams", type=int, nargs="+", default=[1, 4, 16, 64])
-    p.add_argument("--only", nargs="+",
-                   choices=["chunks", "decoding", "real_voice", "batching", "engine"],
-                   default=["chunks", "decoding", "real_voice", "batching", "engine"])
+    p.add_argument("--held-out", type=Path, nargs="+", metavar="DIR",
+                   help="synthetic: stored held-out corpora (default: synthesise one)")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
     args = p.parse_args()
+    if "synthetic" in args.only and not args.held_out:
+        from voiceagent_plugins.transducer.synth import speaking_voices
+
+        if not speaking_voices():
+            p.error("synthetic: no TTS engine here to speak a held-out set: give --held-out "
+                    "DIR (a stored one), or install them with training/turn/setup.sh")
     import torch
     torch.set_num_threads(args.threads)
     selected = clips(args)
@@ -253,6 +296,7 @@ def main() -> None:
         + [chunk_figures(args, audios, 160, quantize=True)] if "chunks" in args.only else [],
         "decoding": decoding_figures(args, audios) if "decoding" in args.only else None,
         "real_voice": real_voice_figures(args) if "real_voice" in args.only else None,
+        "synthetic": synthetic_figures(args) if "synthetic" in args.only else None,
         "batching": [batching_figures(args, audios, ms) for ms in (160, 640)]
         if "batching" in args.only else [],
         "engine": engine_figures(args, audios) if "engine" in args.only else [],
@@ -275,6 +319,10 @@ def main() -> None:
                          f"({row['rnnt']['joint_calls']} joint calls), tdt {row['tdt']['wer']} "
                          f"({row['tdt']['joint_calls']} joint calls), whisper tiny.en "
                          f"{row['whisper_tiny_en']['wer']}")
+    for name, row in (figures["synthetic"] or {}).items():
+        lines.append(f"\nheld-out synthetic {name} ({row['clips']} clips, {row['words']} "
+                     f"words): rnnt {row['rnnt']['wer']} ({row['rnnt']['joint_calls']} joint "
+                     f"calls), tdt {row['tdt']['wer']} ({row['tdt']['joint_calls']} joint calls)")
     for b in figures["batching"]:
         steps = ", ".join(f"{r['streams']}: {r['step_ms']} ms ({r['throughput']} real-time)"
                           for r in b["steps"])

@@ -172,6 +172,8 @@ def main() -> None:
     p.add_argument("--init", type=Path, help="go on training this checkpoint")
     p.add_argument("--sigma", type=float, default=SIGMA, help="TDT logit under-normalisation")
     p.add_argument("--omega", type=float, default=OMEGA, help="chance of an RNN-T-loss batch")
+    p.add_argument("--lr", type=float, default=PEAK_LR,
+                   help="peak learning rate (a fine-tune with --init wants less)")
     p.add_argument("--other-speech", type=Path,
                    help="clips of other words (a manifest.jsonl of file and text, as "
                         "training/turn's synthesis writes): learn to let them pass")
@@ -208,7 +210,7 @@ def main() -> None:
     else:
         make = log_mel_batches(model, data, word_id, nrng, [a for _, a in data[:200]])
     fit(model, ctc_weight, make, [len(a) for _, a in data], held_out, args.out, args.minutes,
-        args.batch, rng, args.sigma, args.omega)
+        args.batch, rng, args.sigma, args.omega, args.lr)
 
 
 def other_speech(directory: Path, vocabulary: set[str]) -> Data:
@@ -265,13 +267,13 @@ def initial_model(data: Data, front_end: str, init: Path | None, nrng: np.random
 
 def fit(model: Transducer, ctc_weight: float, make: BatchMaker, lengths: list[int],
         held_out: Data, out: Path, minutes: float, batch: int, rng: random.Random,
-        sigma: float = SIGMA, omega: float = OMEGA) -> Transducer:
+        sigma: float = SIGMA, omega: float = OMEGA, peak_lr: float = PEAK_LR) -> Transducer:
     """Train ``model`` for ``minutes`` on batches made by ``make`` from clips of ``lengths``
     samples; checkpoints to ``out``."""
     log_mel = model.cfg.front_end == "log_mel"
     ctc_head = torch.nn.Linear(model.cfg.d_model, model.cfg.blank + 1)
     params = list(model.parameters()) + list(ctc_head.parameters())
-    opt = torch.optim.AdamW(params, lr=PEAK_LR, weight_decay=1e-3)
+    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=1e-3)
     tdt_losses: list[float] = []
     rnnt_losses: list[float] = []
     warmup, step, start = 200, 0, time.monotonic()
@@ -301,7 +303,7 @@ def fit(model: Transducer, ctc_weight: float, make: BatchMaker, lengths: list[in
             (rnnt_losses if rnnt_batch else tdt_losses).append(loss.item())
             frac = (time.monotonic() - start) / (minutes * 60)
             cosine = max(0.05, 0.5 * (1 + np.cos(np.pi * frac)))
-            lr = PEAK_LR * min(1.0, (step + 1) / warmup) * cosine
+            lr = peak_lr * min(1.0, (step + 1) / warmup) * cosine
             for group_ in opt.param_groups:
                 group_["lr"] = lr
             opt.zero_grad()
