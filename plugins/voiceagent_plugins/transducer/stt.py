@@ -45,7 +45,8 @@ class TransducerSTT:
     ``checkpoint``: our ``.pt`` (default: the shipped phone-command model, a head on Whisper
     tiny.en's encoder, trained with 160 ms chunks) or a NeMo ``.nemo`` FastConformer
     RNN-T/TDT. ``decoding``: ``tdt`` | ``rnnt`` (greedy) | ``beam`` (default: the
-    checkpoint's own, ``rnnt`` for the shipped model, ``tdt`` otherwise). ``chunk_ms``: the
+    checkpoint's own, ``tdt`` unless it says otherwise; ``rnnt`` for a model without a
+    duration head). ``chunk_ms``: the
     attention chunk (the Whisper front end: audio per encode), a multiple of 80 ms (latency
     vs accuracy).
     ``quantize``: int8 dynamic quantisation on CPU. ``max_batch``/``max_wait_ms``: how the
