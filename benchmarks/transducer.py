@@ -168,7 +168,10 @@ def real_voice_figures(args) -> dict:
         row["whisper_tiny_en"] = {"wer": round(wer, 3), "texts": texts}
         out[channel] = row
     return out
+
+
 def synthetic_figures(args) -> dict:
+    """Greedy RNN-T and TDT over each held-out set: pooled WER and joint calls."""
     from voiceagent_eval.wer import pooled_wer
     from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
     from voiceagent_plugins.transducer.decoding import GreedyDecoder

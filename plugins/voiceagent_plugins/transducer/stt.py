@@ -46,9 +46,8 @@ class TransducerSTT:
     tiny.en's encoder, trained with 160 ms chunks) or a NeMo ``.nemo`` FastConformer
     RNN-T/TDT. ``decoding``: ``tdt`` | ``rnnt`` (greedy) | ``beam`` (default: the
     checkpoint's own, ``tdt`` unless it says otherwise; ``rnnt`` for a model without a
-    duration head). ``chunk_ms``: the
-    attention chunk (the Whisper front end: audio per encode), a multiple of 80 ms (latency
-    vs accuracy).
+    duration head). ``chunk_ms``: the attention chunk (the Whisper front end: audio per
+    encode), a multiple of 80 ms (latency vs accuracy).
     ``quantize``: int8 dynamic quantisation on CPU. ``max_batch``/``max_wait_ms``: how the
     engine batches chunks of concurrent streams.
     """
