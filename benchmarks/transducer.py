@@ -87,14 +87,12 @@ def chunk_figures(args, audios, chunk_ms: int, quantize: bool = False) -> dict:
             "texts": texts[: len(audios)]}
 
 
-def decoding_figures(args, audios) -> dict:
+def decoding_figures(args, model, audios) -> dict:
     import torch
 
-    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
     from voiceagent_plugins.transducer.decoding import GreedyDecoder
     from voiceagent_plugins.transducer.streaming import feeder
 
-    model = load(args.checkpoint or SHIPPED)
     out: dict = {}
     for tdt in (False, True):
         decoder = GreedyDecoder(model, tdt=tdt)
@@ -142,72 +140,67 @@ def duration_histogram(model, audios) -> dict[str, dict[int, int]]:
     return counts
 
 
-def real_voice_figures(args) -> dict:
-    from training.turn.augment import phone_line
-    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
+def greedy_scores(model, clips: dict[str, tuple[str, np.ndarray]], wer) -> dict:
+    """Greedy RNN-T and TDT over ``clips`` (name -> reference, audio), streaming: ``wer`` of
+    the (reference, hypothesis) pairs, joint calls and the texts, per decoding."""
     from voiceagent_plugins.transducer.decoding import GreedyDecoder
-    from voiceagent_plugins.transducer.real_speech import (CLIPS, in_domain_wer, load_clips,
-                                                             score)
     from voiceagent_plugins.transducer.streaming import decode_clip
 
-    model = load(args.checkpoint or SHIPPED)
+    out = {}
+    for decoding in ("rnnt", "tdt"):
+        decoder = GreedyDecoder(model, tdt=decoding == "tdt")
+        hyps = {name: decode_clip(model, audio, decoder) for name, (_, audio) in clips.items()}
+        texts = {name: model.text(hyp.tokens) for name, hyp in hyps.items()}
+        out[decoding] = {"wer": round(wer((clips[n][0], t) for n, t in texts.items()), 4),
+                         "joint_calls": sum(hyp.joint_calls for hyp in hyps.values()),
+                         "texts": texts}
+    return out
+
+
+def real_voice_figures(args, model) -> dict:
+    from training.turn.augment import phone_line
+    from voiceagent_plugins.transducer.real_speech import (CLIPS, in_domain_wer, load_clips,
+                                                             score)
+
     whisper = registry.get("stt", "whisper")
     clean = load_clips(args.data)
     out: dict = {"clips": list(clean)}
     for channel, audios in (("clean", clean),
                             ("phone", {k: phone_line(a) for k, a in clean.items()})):
-        row: dict = {}
-        for name in ("rnnt", "tdt"):
-            decoder = GreedyDecoder(model, tdt=name == "tdt")
-            hyps = {clip: decode_clip(model, audio, decoder) for clip, audio in audios.items()}
-            texts = {clip: model.text(hyp.tokens) for clip, hyp in hyps.items()}
-            row[name] = {"wer": round(in_domain_wer((CLIPS[c], t) for c, t in texts.items()), 3),
-                         "joint_calls": sum(hyp.joint_calls for hyp in hyps.values()),
-                         "texts": texts}
+        row = greedy_scores(model, {c: (CLIPS[c], a) for c, a in audios.items()},
+                            in_domain_wer)
         wer, texts = score(lambda a: whisper.decode(a, final=True).text, audios)
         row["whisper_tiny_en"] = {"wer": round(wer, 3), "texts": texts}
         out[channel] = row
     return out
 
 
-def synthetic_figures(args) -> dict:
+def synthetic_figures(args, model) -> dict:
     """Greedy RNN-T and TDT over each held-out set: pooled WER and joint calls."""
     from voiceagent_eval.wer import pooled_wer
-    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
-    from voiceagent_plugins.transducer.decoding import GreedyDecoder
-    from voiceagent_plugins.transducer.streaming import decode_clip
     from voiceagent_plugins.transducer.synth import load_corpus, synthesize
 
-    model = load(args.checkpoint or SHIPPED)
     sets = ({str(d): load_corpus(d) for d in args.held_out} if args.held_out
             else {f"synthesize(100, {HELD_OUT_SEED})": list(synthesize(100, HELD_OUT_SEED))})
     out: dict = {}
     for name, utterances in sets.items():
         if not utterances:
             raise SystemExit(f"--held-out {name}: no shard-*.npz (transducer.synth writes them)")
-        row: dict = {"clips": len(utterances), "words": sum(len(u.text.split())
-                                                           for u in utterances)}
-        for decoding in ("rnnt", "tdt"):
-            decoder = GreedyDecoder(model, tdt=decoding == "tdt")
-            hyps = [decode_clip(model, u.audio, decoder) for u in utterances]
-            row[decoding] = {
-                "wer": round(pooled_wer((u.text, model.text(h.tokens))
-                                        for u, h in zip(utterances, hyps)), 4),
-                "joint_calls": sum(h.joint_calls for h in hyps)}
-        out[name] = row
+        out[name] = {"clips": len(utterances),
+                     "words": sum(len(u.text.split()) for u in utterances),
+                     **greedy_scores(model, {str(i): (u.text, u.audio)
+                                             for i, u in enumerate(utterances)}, pooled_wer)}
     return out
 
 
-def batching_figures(args, audios, chunk_ms: int) -> dict:
+def batching_figures(args, model, audios, chunk_ms: int) -> dict:
     """N streams all saying the first clip (caches filling as in real use): median time of
     one batched encoder + greedy decoding step over ``--runs`` replays."""
     import torch
 
-    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
     from voiceagent_plugins.transducer.decoding import GreedyDecoder
     from voiceagent_plugins.transducer.streaming import feeder
 
-    model = load(args.checkpoint or SHIPPED)
     fronts = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
@@ -239,11 +232,9 @@ def batching_figures(args, audios, chunk_ms: int) -> dict:
             "streams_real_time": capacity}
 
 
-def engine_figures(args, audios) -> list[dict]:
-    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load
+def engine_figures(args, model, audios) -> list[dict]:
     from voiceagent_plugins.transducer.engine import TransducerEngine
 
-    model = load(args.checkpoint or SHIPPED)
     audio, rows = audios[0], []
 
     async def run(engine: TransducerEngine) -> None:
@@ -289,20 +280,24 @@ def main() -> None:
             p.error("synthetic: no TTS engine here to speak a held-out set: give --held-out "
                     "DIR (a stored one), or install them with training/turn/setup.sh")
     import torch
+
+    from voiceagent_plugins.transducer.checkpoint import SHIPPED, load as load_checkpoint
+
     torch.set_num_threads(args.threads)
     selected = clips(args)
+    model = load_checkpoint(args.checkpoint or SHIPPED)  # one Whisper encoder for all sections
     audios = [load_audio(c.path, 16_000) for c in selected]
     load = [round(x, 2) for x in os.getloadavg()]
     figures = {
         "clips": [c.name for c in selected], "threads": args.threads, "cpus": os.cpu_count(),
         "chunks": [chunk_figures(args, audios, ms) for ms in args.chunks_ms]
         + [chunk_figures(args, audios, 160, quantize=True)] if "chunks" in args.only else [],
-        "decoding": decoding_figures(args, audios) if "decoding" in args.only else None,
-        "real_voice": real_voice_figures(args) if "real_voice" in args.only else None,
-        "synthetic": synthetic_figures(args) if "synthetic" in args.only else None,
-        "batching": [batching_figures(args, audios, ms) for ms in (160, 640)]
+        "decoding": decoding_figures(args, model, audios) if "decoding" in args.only else None,
+        "real_voice": real_voice_figures(args, model) if "real_voice" in args.only else None,
+        "synthetic": synthetic_figures(args, model) if "synthetic" in args.only else None,
+        "batching": [batching_figures(args, model, audios, ms) for ms in (160, 640)]
         if "batching" in args.only else [],
-        "engine": engine_figures(args, audios) if "engine" in args.only else [],
+        "engine": engine_figures(args, model, audios) if "engine" in args.only else [],
     }
     figures["load"] = {"before": load, "after": [round(x, 2) for x in os.getloadavg()]}
     lines = ["chunk_ms int8   rtf  ms/chunk  first_partial_s"] if figures["chunks"] else []
